@@ -1,0 +1,106 @@
+"""An unlabeled archive: a directory tree scanned recursively for DICOM, NIfTI and PNG files.
+
+Files are listed, not loaded; the datamodule streams them through MONAI's Dataset,
+CacheDataset or PersistentDataset (`cache`), so a large archive never has to fit in memory.
+For 3D, the slices of a DICOM series (one folder of .dcm files) form one volume.
+Each file's header is checked at scan time; `on_bad_file="skip"` skips unreadable files and
+lists them instead of stopping.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from workbench.data.files import existing_dir, probe_channels
+from workbench.data.source import SourceData
+from workbench.errors import WorkbenchError
+
+DEFAULT_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".png")
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def check_header(path: Path) -> None:
+    """Raise WorkbenchError unless `path` has a readable header of its format."""
+    suffix = _suffix(path)
+    try:
+        if suffix == ".dcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if "Rows" not in ds or "Columns" not in ds:
+                raise ValueError("no image rows/columns")
+        elif suffix in (".nii", ".nii.gz"):
+            import nibabel
+
+            nibabel.load(path).header.get_data_shape()
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.verify()
+    except Exception as e:
+        raise WorkbenchError(f"{path}: not a readable {suffix} file ({type(e).__name__}: {e})") from None
+
+
+class ArchiveSource:
+    def __init__(
+        self,
+        root: str,
+        spatial_dims: int = 2,
+        suffixes: list[str] | tuple[str, ...] = DEFAULT_SUFFIXES,
+        on_bad_file: str = "error",
+        check_headers: bool = True,
+    ) -> None:
+        if on_bad_file not in ("error", "skip"):
+            raise WorkbenchError(f"data.unlabeled_source.on_bad_file='{on_bad_file}': expected 'error' or 'skip'")
+        self.root = root
+        self.spatial_dims = spatial_dims
+        self.suffixes = tuple(s.lower() for s in suffixes)
+        self.on_bad_file = on_bad_file
+        self.check_headers = check_headers
+
+    def scan(self) -> tuple[list[Path], list[str]]:
+        """Files with a wanted suffix, sorted, and the bad ones skipped (as 'path: reason')."""
+        root = existing_dir(self.root, "archive")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and _suffix(p) in self.suffixes)
+        good, skipped = [], []
+        for path in files:
+            try:
+                if self.check_headers:
+                    check_header(path)
+                good.append(path)
+            except WorkbenchError as e:
+                if self.on_bad_file == "error":
+                    raise
+                skipped.append(str(e))
+        if not good:
+            raise WorkbenchError(f"{root}: no readable {'/'.join(self.suffixes)} files in the archive")
+        return good, skipped
+
+    def load(self) -> SourceData:
+        files, skipped = self.scan()
+        items: list[str]
+        if self.spatial_dims == 3:
+            series: dict[Path, list[Path]] = defaultdict(list)
+            others = []
+            for p in files:
+                (series[p.parent] if _suffix(p) == ".dcm" else others).append(p)
+            items = [str(folder) for folder in sorted(series)] + [str(p) for p in others]
+        else:
+            items = [str(p) for p in files]
+        records = [{"image": path, "id": path} for path in items]
+        return SourceData(
+            splits={"train": records},
+            task="unlabeled",
+            spatial_dims=self.spatial_dims,
+            in_channels=probe_channels(records[0]["image"]),
+            num_classes=0,
+            from_files=True,
+            description=str(self.root),
+            extra={"skipped_files": skipped},
+        )

@@ -1,0 +1,189 @@
+"""The one datamodule every stage takes: labeled, unlabeled, val and test views of a source.
+
+- `labeled`: the training records inside the label budget (`label_fraction` or `k_shot`),
+  stratified and seeded, per patient where patient ids exist.
+- `unlabeled`: the rest of the training records with their labels removed, plus an optional
+  separate archive (`unlabeled_source`).
+- `val`: the official val split, subsampled at the same label fraction by default, so model
+  selection spends no labels beyond the budget (`val_fraction` overrides).
+- `test`: the official test split, whole, from real data only.
+The chosen ids are written to `split.json` in the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from torch.utils.data import DataLoader
+
+from workbench.data.source import SourceData
+from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
+from workbench.data.transforms import build_transforms, strip_label
+from workbench.errors import WorkbenchError
+from workbench.io import write_json_atomic
+
+CACHE_MODES = ("none", "memory", "disk")
+
+
+class MedicalDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        source: Any,
+        label_fraction: float = 1.0,
+        k_shot: int | None = None,
+        val_fraction: float | None = None,
+        split_seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        intensity_mode: str = "auto",
+        intensity_range: list[float] | None = None,
+        binarize_mask: bool = False,
+        augment: dict[str, bool] | None = None,
+        cache: str = "none",
+        cache_dir: str | None = None,
+        unlabeled_source: Any = None,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if cache not in CACHE_MODES:
+            raise WorkbenchError(f"data.cache='{cache}': expected one of {CACHE_MODES}")
+        if cache == "disk" and not cache_dir:
+            raise WorkbenchError("data.cache='disk' needs data.cache_dir (a folder for MONAI's PersistentDataset)")
+        self.source = source
+        self.label_fraction = label_fraction
+        self.k_shot = k_shot
+        self.val_fraction = label_fraction if val_fraction is None else val_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.intensity_mode = intensity_mode
+        self.intensity_range = intensity_range
+        self.binarize_mask = binarize_mask
+        self.augment = augment
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.unlabeled_source = unlabeled_source
+        self.output_dir = output_dir
+        self.data: SourceData | None = None
+        self.views: dict[str, list[dict[str, Any]]] = {}
+
+    # ----- loading and splitting -------------------------------------------------------------
+    def load(self) -> SourceData:
+        """Reads the source and draws the views; idempotent, and cheap to call on every rank."""
+        if self.data is not None:
+            return self.data
+        data = self.source.load()
+        train = data.splits["train"]
+        if data.task == "unlabeled":
+            labeled_idx: list[int] = []
+        elif self.k_shot:
+            labeled_idx = k_shot_subset(train, self.k_shot, self.split_seed)
+        else:
+            labeled_idx = fraction_subset(train, self.label_fraction, self.split_seed)
+        chosen = set(labeled_idx)
+        val = data.splits.get("val") or []
+        if val and self.val_fraction < 1.0:
+            val = [val[i] for i in fraction_subset(val, self.val_fraction, self.split_seed)]
+        unlabeled = [strip_label(r) for i, r in enumerate(train) if i not in chosen]
+        if self.unlabeled_source is not None:
+            extra = self.unlabeled_source.load()
+            if extra.spatial_dims != data.spatial_dims or extra.in_channels != data.in_channels:
+                raise WorkbenchError(
+                    f"{extra.description}: unlabeled archive is {extra.spatial_dims}D with {extra.in_channels} "
+                    f"channel(s); expected {data.spatial_dims}D with {data.in_channels} like the labeled source"
+                )
+            unlabeled += [strip_label(r) for r in extra.splits["train"]]
+            data.extra["skipped_files"] = extra.extra.get("skipped_files", [])
+        self.views = {
+            "labeled": [train[i] for i in labeled_idx],
+            "unlabeled": unlabeled,
+            "val": val,
+            "test": data.splits.get("test") or [],
+        }
+        self.data = data
+        return data
+
+    def task_kwargs(self) -> dict[str, int]:
+        """What a model needs to know about the data: channels, classes, dimensions."""
+        data = self.load()
+        return {"in_channels": data.in_channels, "num_classes": data.num_classes, "spatial_dims": data.spatial_dims}
+
+    def split_record(self) -> dict[str, Any]:
+        data = self.load()
+        return {
+            "source": data.description,
+            "task": data.task,
+            "split_seed": self.split_seed,
+            "label_fraction": None if self.k_shot else self.label_fraction,
+            "k_shot": self.k_shot,
+            "val_fraction": self.val_fraction,
+            "counts": {name: len(records) for name, records in self.views.items()},
+            "class_counts": {name: class_counts(self.views[name]) for name in ("labeled", "val", "test")},
+            "labeled_ids": [r["id"] for r in self.views["labeled"]],
+            "val_ids": [r["id"] for r in self.views["val"]],
+            "skipped_files": data.extra.get("skipped_files", []),
+        }
+
+    def write_split(self, output_dir: str | Path) -> Path:
+        return write_json_atomic(Path(output_dir) / "split.json", self.split_record())
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+        if self.output_dir and (self.trainer is None or self.trainer.is_global_zero):
+            self.write_split(self.output_dir)
+
+    # ----- datasets and loaders -------------------------------------------------------------
+    def dataset(self, view: str, train: bool | None = None) -> Dataset:
+        """A MONAI dataset over one view; training views get augmentation unless `train=False`."""
+        data = self.load()
+        train = view in ("labeled", "unlabeled") if train is None else train
+        records = self.views[view]
+        task = "unlabeled" if view == "unlabeled" else data.task
+        transform = build_transforms(
+            task=task,
+            spatial_dims=data.spatial_dims,
+            num_classes=data.num_classes,
+            train=train,
+            image_size=self.image_size,
+            intensity_mode=self.intensity_mode,
+            intensity_range=self.intensity_range or data.extra.get("intensity_range"),
+            binarize_mask=self.binarize_mask,
+            augment=self.augment,
+        )
+        from_files = bool(records) and isinstance(records[0]["image"], str)
+        if from_files and self.cache == "memory":
+            return CacheDataset(records, transform, progress=False)
+        if from_files and self.cache == "disk":
+            return PersistentDataset(records, transform, cache_dir=self.cache_dir)
+        return Dataset(records, transform)
+
+    def _loader(self, view: str, shuffle: bool, batch_size: int) -> DataLoader:
+        if not self.views.get(view):
+            raise WorkbenchError(f"the '{view}' view is empty for {self.load().description}")
+        return DataLoader(
+            self.dataset(view),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("labeled", shuffle=True, batch_size=self.batch_size)
+
+    def unlabeled_dataloader(self) -> DataLoader:
+        return self._loader("unlabeled", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)

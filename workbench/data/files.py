@@ -1,0 +1,41 @@
+"""Helpers shared by the sources that read files: path checks and probing an image's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".nrrd", ".mha")
+
+
+def existing_dir(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise WorkbenchError(f"{p}: {what} not found (expected a directory)")
+    return p
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WorkbenchError(f"{p}: {what} not found (expected a file)")
+    return p
+
+
+def inside_root(path: str | Path, root: Path, where: str) -> Path:
+    """`path` resolved against `root`; a path that escapes `root` is refused."""
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise WorkbenchError(f"{where}: path '{path}' escapes the data root {root}")
+    if not resolved.exists():
+        raise WorkbenchError(f"{where}: file '{resolved}' not found")
+    return resolved
+
+
+def probe_channels(path: str | Path) -> int:
+    """Number of channels of the image at `path`, as MONAI's loader sees it (channel first)."""
+    from workbench.data.transforms import load_image
+
+    return int(load_image(str(path)).shape[0])

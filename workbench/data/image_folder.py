@@ -1,0 +1,95 @@
+"""An image folder (PNG/JPEG/TIFF, 8 or 16 bit) with a CSV of labels.
+
+The CSV has an image column (path relative to `root`) and a label column; optional columns give
+a patient id (splits then keep patients together) and an official split (train/val/test).
+Without a split column, val and test are drawn per patient and stratified by class.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from workbench.data.files import existing_dir, existing_file, inside_root, probe_channels
+from workbench.data.source import SourceData, check_class_labels
+from workbench.data.splits import partition
+from workbench.errors import WorkbenchError
+
+
+class ImageFolderSource:
+    def __init__(
+        self,
+        root: str,
+        csv_file: str = "labels.csv",
+        image_column: str = "image",
+        label_column: str = "label",
+        patient_column: str | None = "patient_id",
+        split_column: str | None = "split",
+        num_classes: int | None = None,
+        val_split: float = 0.15,
+        test_split: float = 0.15,
+        split_seed: int = 0,
+    ) -> None:
+        self.root = root
+        self.csv_file = csv_file
+        self.image_column = image_column
+        self.label_column = label_column
+        self.patient_column = patient_column
+        self.split_column = split_column
+        self.num_classes = num_classes
+        self.val_split = val_split
+        self.test_split = test_split
+        self.split_seed = split_seed
+
+    def _rows(self, csv_path: Path) -> list[dict[str, str]]:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            for needed in (self.image_column, self.label_column):
+                if needed not in columns:
+                    raise WorkbenchError(f"{csv_path}: no column '{needed}' (found {columns})")
+            return list(reader)
+
+    def load(self) -> SourceData:
+        root = existing_dir(self.root, "image folder")
+        csv_path = existing_file(root / self.csv_file, "label CSV")
+        rows = self._rows(csv_path)
+        if not rows:
+            raise WorkbenchError(f"{csv_path}: no rows (expected one row per image)")
+        records, official = [], []
+        for line, row in enumerate(rows, start=2):  # line 1 is the header
+            where = f"{csv_path}:{line}"
+            image, label = (row.get(self.image_column) or "").strip(), (row.get(self.label_column) or "").strip()
+            if not image or not label:
+                raise WorkbenchError(f"{where}: empty '{self.image_column}' or '{self.label_column}' (expected both)")
+            try:
+                y = int(label)
+            except ValueError:
+                raise WorkbenchError(f"{where}: label '{label}' is not an integer class") from None
+            path = inside_root(image, root, where)
+            record = {"image": str(path), "label": y, "id": str(path)}
+            if self.patient_column and row.get(self.patient_column):
+                record["patient"] = row[self.patient_column]
+            records.append(record)
+            official.append((row.get(self.split_column) or "").strip().lower() if self.split_column else "")
+        num_classes = self.num_classes or max(r["label"] for r in records) + 1
+        check_class_labels(np.array([r["label"] for r in records]), num_classes, str(csv_path))
+        if any(official):
+            unknown = sorted(set(official) - {"train", "val", "test"})
+            if unknown:
+                raise WorkbenchError(f"{csv_path}: split values {unknown}; expected train, val or test")
+            splits = {s: [r for r, o in zip(records, official) if o == s] for s in ("train", "val", "test")}
+        else:
+            parts = partition(records, self.val_split, self.test_split, self.split_seed)
+            splits = {s: [records[i] for i in idx] for s, idx in parts.items()}
+        return SourceData(
+            splits=splits,
+            task="classification",
+            spatial_dims=2,
+            in_channels=probe_channels(records[0]["image"]),
+            num_classes=num_classes,
+            from_files=True,
+            description=str(csv_path),
+        )

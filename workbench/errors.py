@@ -1,0 +1,27 @@
+"""One exception type for bad user input, reported by the commands as a single line."""
+
+from __future__ import annotations
+
+
+class WorkbenchError(Exception):
+    """Bad input: the message names the file or config key and what was expected."""
+
+
+def find_workbench_error(exc: BaseException) -> WorkbenchError | None:
+    """The WorkbenchError behind `exc`, following the chains that Hydra, MONAI and DataLoader add."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, WorkbenchError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def one_line(exc: WorkbenchError) -> str:
+    """The message on one line; a DataLoader worker re-raises with the remote traceback inside it."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split("WorkbenchError: ", 1)[-1]
+    return " ".join(text.split())

@@ -1,0 +1,1 @@
+"""Metrics, plots and (later) the label-efficiency report."""

@@ -1,0 +1,31 @@
+"""Classification metrics on gathered scores: AUC, accuracy, and a decision threshold chosen on
+validation data (Youden's J), since a fixed 0.5 suffers when class priors shift between splits."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.classification import binary_auroc, binary_roc, multiclass_auroc
+
+
+def youden_threshold(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """The probability threshold that maximises sensitivity + specificity - 1."""
+    if targets.unique().numel() < 2:
+        return 0.5
+    fpr, tpr, thresholds = binary_roc(scores, targets.long())
+    best = int(torch.argmax(tpr - fpr))
+    return float(thresholds[best].clamp(0.0, 1.0))
+
+
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """`probs` is (N, C) softmax output. Binary: AUC of class 1 and accuracy at `threshold`;
+    multi-class: macro one-vs-rest AUC and argmax accuracy (as MedMNIST reports them)."""
+    targets = targets.long()
+    if probs.shape[1] == 2:
+        scores = probs[:, 1]
+        has_both = targets.unique().numel() == 2
+        auc = float(binary_auroc(scores, targets)) if has_both else float("nan")
+        acc = float(((scores >= threshold).long() == targets).float().mean())
+    else:
+        auc = float(multiclass_auroc(probs, targets, num_classes=probs.shape[1], average="macro"))
+        acc = float((probs.argmax(1) == targets).float().mean())
+    return {"auc": auc, "acc": acc}

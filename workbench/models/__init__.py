@@ -1,0 +1,1 @@
+"""Backbones and networks for 2D and 3D."""

@@ -1,0 +1,1 @@
+"""Downstream tasks: segmentation and computer-aided-diagnosis classification."""

@@ -1,0 +1,41 @@
+"""What the downstream tasks share: val/test hooks routed to one eval step, and the optimizer."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from workbench.tasks.optim import adamw_warmup_cosine
+
+
+class EvaluatedTask(pl.LightningModule):
+    """Subclasses implement `_eval_step(batch, stage)` and `_eval_epoch_end(stage)` and keep
+    `lr`, `weight_decay` and `warmup_epochs` in their hyperparameters."""
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        raise NotImplementedError
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> dict:
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        return adamw_warmup_cosine(
+            self.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            total_steps=total,
+            warmup_steps=int(self.hparams.warmup_epochs * steps_per_epoch),
+        )

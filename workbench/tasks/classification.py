@@ -1,0 +1,82 @@
+"""Computer-aided diagnosis: image-level classification, 2D or 3D, any channel count.
+
+Validation and test scores are gathered across ranks (torchmetrics CatMetric), so AUC and
+accuracy are computed on the whole split under DDP (Lightning's DistributedSampler may repeat a
+few items to even out the ranks). For two classes the decision threshold is chosen on the validation
+view at every validation (Youden's J, `threshold="val"`) and stored in the checkpoint, so the
+test split is scored with the threshold of the selected model, chosen without test labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics import CatMetric
+
+from workbench.errors import WorkbenchError
+from workbench.evaluation.classification_metrics import classification_metrics, youden_threshold
+from workbench.models.backbones import build_backbone
+from workbench.tasks.base import EvaluatedTask
+
+
+class ClassificationTask(EvaluatedTask):
+    data_task = "classification"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        spatial_dims: int = 2,
+        backbone: str = "resnet18",
+        small_input: bool = True,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+        dropout: float = 0.0,
+        threshold: str | float = "val",
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise WorkbenchError(f"num_classes={num_classes}: classification needs at least 2 classes")
+        if threshold != "val" and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+            raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
+        self.save_hyperparameters()
+        self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+        self.register_buffer("decision_threshold", torch.tensor(0.5 if threshold == "val" else float(threshold)))
+        self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"].long(), label_smoothing=self.hparams.label_smoothing)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self(batch["image"])
+        target = batch["label"].long()
+        loss = F.cross_entropy(logits, target)
+        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(logits))
+        self.scores[stage].update(logits.softmax(1).float())
+        self.targets[stage].update(target.float())
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        probs = self.scores[stage].compute().reshape(-1, self.hparams.num_classes)
+        targets = self.targets[stage].compute().reshape(-1)
+        self.scores[stage].reset()
+        self.targets[stage].reset()
+        if stage == "val" and self.hparams.threshold == "val" and self.hparams.num_classes == 2:
+            self.decision_threshold.fill_(youden_threshold(probs[:, 1], targets))
+        metrics = classification_metrics(probs, targets, float(self.decision_threshold))
+        # Values are already gathered from every rank, so each rank logs the same number.
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=True)
+        if self.hparams.num_classes == 2:
+            self.log(f"{stage}/threshold", float(self.decision_threshold))
+        return metrics

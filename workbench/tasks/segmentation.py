@@ -1,0 +1,80 @@
+"""Downstream segmentation, 2D or 3D, on MONAI's UNet/BasicUNet with Dice + cross-entropy.
+
+Validation and test run on whole images, or with MONAI's sliding-window inference when
+`roi_size` is set (the usual choice for volumes larger than the training patches). Dice is the
+mean over images of the foreground-class Dice (MONAI's `compute_dice`), gathered across ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import compute_dice
+from torchmetrics import CatMetric
+
+from workbench.models.segmentation import build_segmentation_net
+from workbench.tasks.base import EvaluatedTask
+
+
+class SegmentationTask(EvaluatedTask):
+    data_task = "segmentation"
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        spatial_dims: int = 2,
+        net: str = "unet",
+        channels: Sequence[int] = (16, 32, 64, 128),
+        num_res_units: int = 2,
+        dropout: float = 0.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        warmup_epochs: float = 0.0,
+        roi_size: Sequence[int] | None = None,
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_segmentation_net(net, spatial_dims, in_channels, num_classes, channels, num_res_units, dropout)
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.dice = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for whole images; sliding windows of `roi_size` when set."""
+        if self.hparams.roi_size:
+            return sliding_window_inference(
+                x, list(self.hparams.roi_size), self.hparams.sw_batch_size, self.net, overlap=self.hparams.overlap
+            )
+        return self.net(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        logits = self.infer(batch["image"])
+        label = batch["label"]
+        self.log(f"{stage}/loss", self.loss(logits, label), on_epoch=True, sync_dist=True, batch_size=len(label))
+        k = self.hparams.num_classes
+        pred = F.one_hot(logits.argmax(1), k).movedim(-1, 1)
+        truth = F.one_hot(label[:, 0].long(), k).movedim(-1, 1)
+        # Per image, mean over foreground classes; an image with no foreground at all scores
+        # 1 when the prediction is empty too (MONAI's ignore_empty=False convention).
+        per_image = compute_dice(pred, truth, include_background=False, ignore_empty=False).nanmean(1)
+        self.dice[stage].update(per_image.float())
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        dice = self.dice[stage].compute()
+        self.dice[stage].reset()
+        self.log(f"{stage}/dice", dice.float().mean(), prog_bar=True)

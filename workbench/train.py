@@ -1,0 +1,73 @@
+"""`workbench train`: fit a downstream task (classification or segmentation) on the shared
+datamodule, select the best checkpoint on the in-budget validation view, test it once on the
+test split, and write the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from workbench.config_path import config_dir
+from workbench.errors import WorkbenchError
+from workbench.runs import run_reporting_errors, save_config, set_environment_defaults, write_run_summary
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    set_environment_defaults()
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    kwargs = datamodule.task_kwargs()
+    model = instantiate(cfg.task, **kwargs)
+    if datamodule.data.task != model.data_task:
+        raise WorkbenchError(
+            f"task={type(model).__name__} needs {model.data_task} data, but data={datamodule.data.description} "
+            f"provides {datamodule.data.task} data"
+        )
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False, callbacks=_instantiate_all(cfg.get("callbacks"))
+    )
+    if trainer.is_global_zero:
+        save_config(cfg, run_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    metrics: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "best_checkpoint": best or None,
+        "monitor": checkpoint.monitor if checkpoint is not None else None,
+        "best_val_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
+        "epochs": trainer.current_epoch,
+        "labeled_images": len(datamodule.views["labeled"]),
+        "val_images": len(datamodule.views["val"]),
+    }
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    if trainer.is_global_zero:
+        metrics["files"] = write_run_summary(run_dir, metrics, title=f"{cfg.task_name}: {datamodule.data.description}")
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
+        print(f"{shown}\nRun directory: {run_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> Any:
+    metrics = run_reporting_errors(train, cfg)
+    # Sweepers (Optuna) minimise or maximise the value a job returns.
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()
