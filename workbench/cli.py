@@ -19,7 +19,8 @@ COMMANDS = {
 
 
 def usage() -> str:
-    groups = sorted(p.name for p in Path(config_dir()).iterdir() if p.is_dir() and not p.name.startswith("_"))
+    internal = ("base", "hydra")  # shared fragments and Hydra's own settings, not user choices
+    groups = sorted(p.name for p in Path(config_dir()).iterdir() if p.is_dir() and p.name not in internal)
     lines = ["usage: workbench <command> [key=value ...] [-m] [--help] [--cfg job]", "", "commands:"]
     lines += [f"  {name:<10} {about}" for name, (_, about) in COMMANDS.items()]
     lines += ["", f"config groups (in {config_dir()}):", "  " + ", ".join(groups)]

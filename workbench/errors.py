@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class WorkbenchError(Exception):
     """Bad input: the message names the file or config key and what was expected."""
@@ -25,3 +28,15 @@ def one_line(exc: WorkbenchError) -> str:
         last = text.splitlines()[-1]
         text = last.split("WorkbenchError: ", 1)[-1]
     return " ".join(text.split())
+
+
+@contextmanager
+def unwrapped_workbench_errors() -> Iterator[None]:
+    """Re-raises a WorkbenchError that MONAI or torch wrapped in another exception, as itself."""
+    try:
+        yield
+    except Exception as e:
+        error = find_workbench_error(e)
+        if error is None or error is e:
+            raise
+        raise error from None

@@ -50,7 +50,10 @@ def epoch_history(run_dir: str | Path) -> pd.DataFrame:
     if "epoch" not in raw:
         return pd.DataFrame()
     columns = [c for c in raw.columns if c not in ("step", "epoch") and not c.startswith("test/")]
-    return raw.groupby("epoch", as_index=False)[columns].last() if columns else pd.DataFrame()
+    if not columns:
+        return pd.DataFrame()
+    # The test phase logs under the next epoch number with only test/* values: drop that row.
+    return raw.dropna(how="all", subset=columns).groupby("epoch", as_index=False)[columns].last()
 
 
 def write_run_summary(run_dir: str | Path, metrics: dict[str, Any], title: str) -> dict[str, str]:

@@ -22,10 +22,31 @@ from torch.utils.data import DataLoader
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
 from workbench.data.transforms import build_transforms, strip_label
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.io import write_json_atomic
 
 CACHE_MODES = ("none", "memory", "disk")
+
+
+class _PlainErrors:
+    """MONAI wraps a failing transform's error in RuntimeError; bad input should surface as the
+    WorkbenchError that names the file."""
+
+    def _transform(self, index: int) -> Any:
+        with unwrapped_workbench_errors():
+            return super()._transform(index)
+
+
+class CheckedDataset(_PlainErrors, Dataset):
+    pass
+
+
+class CheckedCacheDataset(_PlainErrors, CacheDataset):
+    pass
+
+
+class CheckedPersistentDataset(_PlainErrors, PersistentDataset):
+    pass
 
 
 class MedicalDataModule(pl.LightningDataModule):
@@ -158,11 +179,12 @@ class MedicalDataModule(pl.LightningDataModule):
             augment=self.augment,
         )
         from_files = bool(records) and isinstance(records[0]["image"], str)
-        if from_files and self.cache == "memory":
-            return CacheDataset(records, transform, progress=False)
-        if from_files and self.cache == "disk":
-            return PersistentDataset(records, transform, cache_dir=self.cache_dir)
-        return Dataset(records, transform)
+        with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
+            if from_files and self.cache == "memory":
+                return CheckedCacheDataset(records, transform, progress=False)
+            if from_files and self.cache == "disk":
+                return CheckedPersistentDataset(records, transform, cache_dir=self.cache_dir)
+            return CheckedDataset(records, transform)
 
     def _loader(self, view: str, shuffle: bool, batch_size: int) -> DataLoader:
         if not self.views.get(view):

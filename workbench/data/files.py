@@ -6,10 +6,6 @@ from pathlib import Path
 
 from workbench.errors import WorkbenchError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".nrrd", ".mha")
-
-
 def existing_dir(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_dir():

@@ -27,13 +27,17 @@ from monai.transforms import (
 from workbench.errors import WorkbenchError
 
 INTENSITY_MODES = ("auto", "minmax", "range", "zscore", "none")
-_loader = LoadImage(image_only=True, ensure_channel_first=True)
+_volume_loader = LoadImage(image_only=True, ensure_channel_first=True)
+# MONAI's PILReader does not claim .tif/.tiff by suffix; 2D picture formats go to it directly.
+_picture_loader = LoadImage(reader="PILReader", image_only=True, ensure_channel_first=True)
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def load_image(path: str) -> torch.Tensor:
     """One image or volume, channel first; an unreadable file is a WorkbenchError naming it."""
+    loader = _picture_loader if path.lower().endswith(PICTURE_SUFFIXES) else _volume_loader
     try:
-        return _loader(path)
+        return loader(path)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WorkbenchError(f"{path}: cannot read as an image or volume ({reason[:200]})") from None

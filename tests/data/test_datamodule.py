@@ -1,0 +1,71 @@
+"""The datamodule's views keep to the label budget and are recorded in split.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from workbench.data import MedicalDataModule, PhantomSource
+from workbench.data.transforms import build_transforms
+
+
+def phantom(**kw) -> PhantomSource:
+    return PhantomSource(num_train=100, num_val=50, num_test=20, **kw)
+
+
+def test_views_respect_the_label_budget_and_hide_labels(tmp_path):
+    dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=1, output_dir=str(tmp_path))
+    dm.setup()
+    assert len(dm.views["labeled"]) == 10 and len(dm.views["unlabeled"]) == 90
+    assert len(dm.views["val"]) == 5  # val drawn at the same fraction as the labels
+    assert len(dm.views["test"]) == 20  # test stays whole
+    assert all("label" not in r for r in dm.views["unlabeled"])
+    labeled_ids = {r["id"] for r in dm.views["labeled"]}
+    assert not labeled_ids & {r["id"] for r in dm.views["unlabeled"]}
+    record = json.loads((tmp_path / "split.json").read_text())
+    assert set(record["labeled_ids"]) == labeled_ids
+    assert record["counts"] == {"labeled": 10, "unlabeled": 90, "val": 5, "test": 20}
+
+
+def test_same_seed_same_split_other_seed_other_split(tmp_path):
+    def ids(seed):
+        dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=seed)
+        dm.setup()
+        return [r["id"] for r in dm.views["labeled"]]
+
+    assert ids(3) == ids(3)
+    assert ids(3) != ids(4)
+
+
+def test_k_shot_view(tmp_path):
+    dm = MedicalDataModule(phantom(), k_shot=4, val_fraction=1.0)
+    dm.setup()
+    assert sorted(r["label"] for r in dm.views["labeled"]) == [0] * 4 + [1] * 4
+    assert len(dm.views["val"]) == 50
+
+
+def test_3d_segmentation_batches_have_masks():
+    dm = MedicalDataModule(PhantomSource(task="segmentation", spatial_dims=3, size=16, num_train=4, num_val=2, num_test=2), batch_size=2)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 1, 16, 16, 16) and batch["label"].shape == (2, 1, 16, 16, 16)
+    assert batch["label"].dtype == torch.long
+
+
+def test_intensity_modes_on_16_bit_data():
+    image = np.array([[[0, 1000], [3000, 4095]]], dtype=np.uint16)
+    record = {"image": image, "id": "x"}
+
+    def run(**kw):
+        t = build_transforms(task="unlabeled", spatial_dims=2, num_classes=0, train=False, **kw)
+        return t(dict(record))["image"].numpy()
+
+    np.testing.assert_allclose(run(intensity_mode="minmax"), image / 4095, atol=1e-6)
+    np.testing.assert_allclose(run(intensity_mode="range", intensity_range=[0, 2000]), np.clip(image / 2000, 0, 1), atol=1e-6)
+    z = run(intensity_mode="zscore")
+    assert abs(z.mean()) < 1e-5 and abs(z.std() - 1) < 1e-3
+    multi = {"image": np.stack([image[0], image[0] * 2]), "id": "y"}
+    t = build_transforms(task="unlabeled", spatial_dims=2, num_classes=0, train=True, image_size=4, augment={"flip": True, "affine": True, "noise": True, "contrast": True})
+    assert t(multi)["image"].shape == (2, 4, 4)  # channels kept, no RGB assumption

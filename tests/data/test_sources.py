@@ -1,0 +1,162 @@
+"""Each data source loads real files: written here by the tests, and ../shared/data when present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_datalist, write_dicom, write_medmnist, write_nifti, write_png
+from workbench.data import (
+    ArchiveSource,
+    DatalistSource,
+    ImageFolderSource,
+    MedicalDataModule,
+    MedMNISTSource,
+    PhantomSource,
+)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_phantom_labels_follow_the_mask_burden(dims):
+    source = PhantomSource(spatial_dims=dims, size=16 if dims == 3 else 32, num_train=40, num_val=4, num_test=4)
+    data = source.load()
+    threshold = data.extra["burden_threshold"]
+    records = data.splits["train"]
+    assert records[0]["image"].shape == (1,) + (data.splits["train"][0]["image"].shape[1],) * dims
+    # The seg twin of the same seed has the same images; its masks decide the class labels.
+    masks = PhantomSource(task="segmentation", spatial_dims=dims, size=source.size, num_train=40, num_val=4, num_test=4).load()
+    for rec, seg in zip(records, masks.splits["train"]):
+        np.testing.assert_array_equal(rec["image"], seg["image"])
+        assert rec["label"] == int(seg["label"].mean() > threshold)
+    labels = [r["label"] for r in records]
+    assert 10 <= sum(labels) <= 30  # balanced by construction
+
+
+def test_phantom_is_deterministic_per_seed():
+    a = PhantomSource(num_train=5, num_val=2, num_test=2, seed=3).load().splits["train"]
+    b = PhantomSource(num_train=5, num_val=2, num_test=2, seed=3).load().splits["train"]
+    c = PhantomSource(num_train=5, num_val=2, num_test=2, seed=4).load().splits["train"]
+    assert all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, b))
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+
+
+@pytest.mark.parametrize(
+    "shape, dims, channels", [((28, 28), 2, 1), ((28, 28, 3), 2, 3), ((28, 28, 28), 3, 1)]
+)
+def test_medmnist_npz_2d_rgb_and_3d(tmp_path, shape, dims, channels):
+    path = write_medmnist(tmp_path / "x.npz", shape, num_classes=3, n=12)
+    data = MedMNISTSource(str(path), spatial_dims=dims).load()
+    assert (data.in_channels, data.num_classes, data.spatial_dims) == (channels, 3, dims)
+    assert data.splits["train"][0]["image"].shape == (channels,) + (28,) * dims
+    assert len(data.splits["test"]) == 12
+
+
+def test_medmnist_batches_are_scaled_from_uint8(tmp_path):
+    path = write_medmnist(tmp_path / "x.npz", (28, 28), n=16)
+    dm = MedicalDataModule(MedMNISTSource(str(path)), batch_size=8, augment=None)
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (8, 1, 28, 28) and batch["image"].dtype.is_floating_point
+    raw = np.stack([r["image"] for r in dm.views["val"][:8]]) / 255.0
+    np.testing.assert_allclose(batch["image"].numpy(), raw, atol=1e-6)
+
+
+def test_pneumoniamnist_from_shared_data(shared_data):
+    data = MedMNISTSource(str(shared_data / "pneumoniamnist" / "pneumoniamnist.npz")).load()
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 4708, "val": 524, "test": 624}
+    assert sum(r["label"] for r in data.splits["train"]) == 3494
+    assert (data.in_channels, data.num_classes) == (1, 2)
+
+
+@pytest.mark.parametrize("dtype, suffix", [(np.uint8, ".png"), (np.uint16, ".png"), (np.uint16, ".tif")])
+def test_image_folder_with_csv(tmp_path, dtype, suffix):
+    rng = np.random.default_rng(0)
+    top = np.iinfo(dtype).max
+    lines = ["image,label,patient_id"]
+    for i in range(20):
+        label = i % 2
+        array = (rng.random((24, 24)) * top * (0.5 + 0.5 * label)).astype(dtype)
+        write_png(tmp_path / "img" / f"{i}{suffix}", array)
+        lines.append(f"img/{i}{suffix},{label},p{i // 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    dm = MedicalDataModule(ImageFolderSource(str(tmp_path), val_split=0.2, test_split=0.2), image_size=16, batch_size=4)
+    dm.setup()
+    data = dm.data
+    assert (data.in_channels, data.num_classes, data.from_files) == (1, 2, True)
+    # patients stay whole inside one split
+    patients = {s: {r["id"].split("/")[-1] for r in data.splits[s]} for s in ("train", "val", "test")}
+    assert sum(len(p) for p in patients.values()) == 20
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape[1:] == (1, 16, 16)
+    assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+
+
+def test_datalist_nifti_3d_segmentation(tmp_path):
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(6):
+        image = rng.normal(size=(12, 12, 8)).astype(np.float32)
+        mask = (image > 0.5).astype(np.uint8)
+        write_nifti(tmp_path / "imgs" / f"{i}.nii.gz", image)
+        write_nifti(tmp_path / "labels" / f"{i}.nii.gz", mask)
+        items.append({"image": f"imgs/{i}.nii.gz", "label": f"labels/{i}.nii.gz"})
+    path = write_datalist(tmp_path / "dataset.json", {"training": items[:4], "test": items[4:]})
+    dm = MedicalDataModule(DatalistSource(str(path), val_split=0.25, test_split=0.0), batch_size=2, augment=None)
+    dm.setup()
+    assert {k: len(v) for k, v in dm.data.splits.items()} == {"train": 3, "val": 1, "test": 2}
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (2, 1, 12, 12, 8) and batch["label"].shape == (2, 1, 12, 12, 8)
+    assert set(batch["label"].unique().tolist()) <= {0, 1}
+
+
+def test_datalist_dicom_series_and_png_classification(tmp_path):
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(4):
+        for z in range(3):
+            write_dicom(tmp_path / f"series{i}" / f"{z}.dcm", rng.integers(-500, 500, size=(10, 10)), z=z, series_uid=f"1.2.3.{i}")
+        items.append({"image": f"series{i}", "label": i % 2})
+    path = write_datalist(tmp_path / "ct.json", {"training": items, "validation": items[:2], "test": items[2:]})
+    dm = MedicalDataModule(DatalistSource(str(path), task="classification", spatial_dims=3), batch_size=2)
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (2, 1, 10, 10, 3)
+    assert batch["label"].tolist() == [0, 1]
+
+    pngs = [{"image": str(write_png(tmp_path / f"{i}.png", rng.integers(0, 255, (8, 8), dtype=np.uint8)).name), "label": i % 2} for i in range(4)]
+    path = write_datalist(tmp_path / "png.json", {"training": pngs, "validation": pngs, "test": pngs})
+    data = DatalistSource(str(path), task="classification", spatial_dims=2).load()
+    assert data.in_channels == 1 and len(data.splits["val"]) == 4
+
+
+def test_archive_scans_recursively_and_streams(tmp_path):
+    rng = np.random.default_rng(2)
+    write_png(tmp_path / "a" / "x.png", rng.integers(0, 255, (20, 20), dtype=np.uint8))
+    write_dicom(tmp_path / "b" / "c" / "y.dcm", rng.integers(0, 1000, size=(20, 20)))
+    write_nifti(tmp_path / "d" / "z.nii.gz", rng.random((20, 20)).astype(np.float32))
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = ArchiveSource(str(tmp_path), spatial_dims=2)
+    dm = MedicalDataModule(source, image_size=16, batch_size=3, cache="disk", cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    assert len(dm.views["unlabeled"]) == 3 and dm.views["labeled"] == []
+    batch = next(iter(dm.unlabeled_dataloader()))
+    assert batch["image"].shape == (3, 1, 16, 16) and "label" not in batch
+    assert any((tmp_path / "cache").iterdir())  # PersistentDataset wrote its cache
+
+
+def test_archive_of_shared_dicom_and_nifti_samples(shared_data):
+    dicoms = ArchiveSource(str(shared_data / "dicom_samples"), spatial_dims=3, suffixes=[".dcm"]).load()
+    volumes = [r["image"] for r in dicoms.splits["train"]]
+    assert any(v.endswith("series_CT_77654033_CT2") for v in volumes)  # a series folder is one volume
+    nifti = ArchiveSource(str(shared_data / "nifti_samples"), spatial_dims=3, suffixes=[".nii", ".nii.gz"]).load()
+    assert len(nifti.splits["train"]) == 5
+
+
+def test_shared_nifti_image_mask_pair_as_datalist(shared_data, tmp_path):
+    root = shared_data / "nifti_samples"
+    item = {"image": "anatomical.nii", "label": "anatomical_label.nii.gz"}
+    path = write_datalist(tmp_path / "d.json", {"training": [item, item], "validation": [item], "test": [item]})
+    dm = MedicalDataModule(DatalistSource(str(path), base_dir=str(root)), batch_size=1, augment=None)
+    dm.setup()
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (1, 1, 33, 41, 25) == batch["label"].shape

@@ -1,0 +1,61 @@
+"""fast_dev_run of the classification and segmentation tasks on phantoms, 2D and 3D, through
+the same `train` function the command runs; plus a short real fit with a known answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import compose_train
+from workbench.errors import WorkbenchError
+from workbench.tasks.classification import ClassificationTask
+from workbench.tasks.segmentation import SegmentationTask
+from workbench.train import train
+
+SMALL_3D = ["data=phantom3d", "data.source.size=16", "data.source.num_train=4", "data.source.num_val=2", "data.source.num_test=2"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=classification"],
+        ["task=segmentation"],
+        ["task=classification", "task.backbone=densenet121", *SMALL_3D],
+        ["task=segmentation", *SMALL_3D, "task.channels=[8,16,32]", "task.roi_size=[16,16,16]"],
+    ],
+    ids=["cls-2d", "seg-2d", "cls-3d-densenet", "seg-3d-sliding-window"],
+)
+def test_fast_dev_run(tmp_path, overrides):
+    cfg = compose_train([*overrides, "+trainer.fast_dev_run=true"], tmp_path)
+    metrics = train(cfg)
+    key = "test/auc" if "task=classification" in overrides else "test/dice"
+    assert key in metrics and 0.0 <= metrics[key] <= 1.0 or metrics[key] != metrics[key]  # nan: one class
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "split.json").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())[key] == pytest.approx(metrics[key], nan_ok=True)
+
+
+def test_classification_learns_the_phantom_rule(tmp_path):
+    """Labels are a deterministic function of the image: a short fit must beat chance clearly."""
+    cfg = compose_train(["experiment=quickstart", "trainer.max_epochs=3"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["test/auc"] > 0.9
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
+    assert metrics["best_checkpoint"].startswith(str(tmp_path / "checkpoints"))
+
+
+def test_task_and_data_must_agree(tmp_path):
+    cfg = compose_train(["task=classification", "data.source.task=segmentation"], tmp_path)
+    with pytest.raises(WorkbenchError, match="needs classification data"):
+        train(cfg)
+
+
+def test_models_output_shapes():
+    cls = ClassificationTask(in_channels=3, num_classes=4, spatial_dims=2, backbone="resnet50")
+    assert cls(torch.randn(2, 3, 28, 28)).shape == (2, 4)
+    seg = SegmentationTask(in_channels=2, num_classes=3, spatial_dims=3, channels=(8, 16))
+    assert seg(torch.randn(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    with pytest.raises(WorkbenchError, match="backbone 'vgg'"):
+        ClassificationTask(in_channels=1, num_classes=2, backbone="vgg")

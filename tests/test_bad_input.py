@@ -1,0 +1,148 @@
+"""Bad input gives one clear error naming the file or key, and a non-zero exit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_cli, write_datalist, write_dicom, write_medmnist, write_nifti, write_png
+from workbench.data import ArchiveSource, DatalistSource, ImageFolderSource, MedicalDataModule, MedMNISTSource
+from workbench.errors import WorkbenchError
+
+
+def first_batch(dm: MedicalDataModule, view: str = "test"):
+    dm.setup()
+    return next(iter(dm._loader(view, shuffle=False, batch_size=2)))
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(WorkbenchError, match=r"nope\.npz: MedMNIST file not found"):
+        MedMNISTSource(str(tmp_path / "nope.npz")).load()
+    with pytest.raises(WorkbenchError, match=r"nowhere: archive not found"):
+        ArchiveSource(str(tmp_path / "nowhere")).load()
+
+
+def test_empty_archive(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(WorkbenchError, match=rf"{tmp_path}: no readable .* files in the archive"):
+        ArchiveSource(str(tmp_path)).load()
+
+
+def test_corrupt_dicom_in_archive_is_named_or_skipped(tmp_path):
+    write_png(tmp_path / "good.png", np.zeros((8, 8), np.uint8))
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"\x00" * 200 + b"garbage")
+    with pytest.raises(WorkbenchError, match=r"broken\.dcm: not a readable \.dcm file"):
+        ArchiveSource(str(tmp_path)).load()
+    data = ArchiveSource(str(tmp_path), on_bad_file="skip").load()
+    assert [r["id"] for r in data.splits["train"]] == [str(tmp_path / "good.png")]
+    assert len(data.extra["skipped_files"]) == 1 and "broken.dcm" in data.extra["skipped_files"][0]
+
+
+def test_truncated_nifti_in_datalist_names_the_file(tmp_path):
+    image = write_nifti(tmp_path / "img.nii.gz", np.random.rand(8, 8, 8).astype(np.float32))
+    write_nifti(tmp_path / "seg.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    broken = tmp_path / "cut.nii.gz"
+    broken.write_bytes(image.read_bytes()[:60])
+    items = [{"image": "img.nii.gz", "label": "seg.nii.gz"}, {"image": "cut.nii.gz", "label": "seg.nii.gz"}]
+    path = write_datalist(tmp_path / "d.json", {"training": items[:1] * 2, "validation": items[:1], "test": items})
+    dm = MedicalDataModule(DatalistSource(str(path)), augment=None)
+    with pytest.raises(WorkbenchError, match=r"cut\.nii\.gz: cannot read"):
+        first_batch(dm)
+
+
+def test_image_mask_shape_mismatch(tmp_path):
+    write_nifti(tmp_path / "img.nii.gz", np.random.rand(8, 8, 8).astype(np.float32))
+    write_nifti(tmp_path / "seg.nii.gz", np.zeros((8, 8, 6), np.uint8))
+    item = {"image": "img.nii.gz", "label": "seg.nii.gz"}
+    path = write_datalist(tmp_path / "d.json", {"training": [item, item], "validation": [item], "test": [item]})
+    with pytest.raises(WorkbenchError, match=r"img\.nii\.gz: mask shape \(8, 8, 6\) does not match image shape \(8, 8, 8\)"):
+        first_batch(MedicalDataModule(DatalistSource(str(path)), augment=None))
+
+
+def test_mask_values_out_of_range(tmp_path):
+    write_nifti(tmp_path / "img.nii.gz", np.random.rand(6, 6, 6).astype(np.float32))
+    write_nifti(tmp_path / "seg.nii.gz", np.full((6, 6, 6), 255, np.uint8))
+    item = {"image": "img.nii.gz", "label": "seg.nii.gz"}
+    path = write_datalist(tmp_path / "d.json", {"training": [item, item], "validation": [item], "test": [item]})
+    with pytest.raises(WorkbenchError, match=r"mask values span \[255, 255\]; expected class ids in \[0, 1\]"):
+        first_batch(MedicalDataModule(DatalistSource(str(path)), augment=None))
+    # the same masks are fine once declared as 0/255
+    batch = first_batch(MedicalDataModule(DatalistSource(str(path)), augment=None, binarize_mask=True))
+    assert batch["label"].max() == 1
+
+
+def test_class_labels_out_of_range(tmp_path):
+    path = write_medmnist(tmp_path / "x.npz", (8, 8), num_classes=3)
+    with pytest.raises(WorkbenchError, match=r"x\.npz \[train\]: label 2 out of range; expected integers in \[0, 1\]"):
+        MedMNISTSource(str(path), num_classes=2).load()
+    write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,label\na.png,-1\na.png,1\n")
+    with pytest.raises(WorkbenchError, match=r"labels\.csv: label -1 out of range"):
+        ImageFolderSource(str(tmp_path)).load()
+
+
+def test_csv_row_with_missing_label_or_file(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,label\na.png,1\na.png,\n")
+    with pytest.raises(WorkbenchError, match=r"labels\.csv:3: empty 'image' or 'label'"):
+        ImageFolderSource(str(tmp_path)).load()
+    (tmp_path / "labels.csv").write_text("image,label\nb.png,1\n")
+    with pytest.raises(WorkbenchError, match=r"labels\.csv:2: file '.*b\.png' not found"):
+        ImageFolderSource(str(tmp_path)).load()
+
+
+def test_datalist_path_escaping_its_root(tmp_path):
+    (tmp_path / "root").mkdir()
+    write_nifti(tmp_path / "outside.nii.gz", np.zeros((4, 4, 4), np.float32))
+    path = write_datalist(tmp_path / "root" / "d.json", {"training": [{"image": "../outside.nii.gz", "label": "../outside.nii.gz"}]})
+    with pytest.raises(WorkbenchError, match=r"path '\.\./outside\.nii\.gz' escapes the data root"):
+        DatalistSource(str(path)).load()
+
+
+def test_nan_voxels(tmp_path):
+    array = np.random.rand(6, 6, 6).astype(np.float32)
+    array[0, 0, 0] = np.nan
+    write_nifti(tmp_path / "nan.nii.gz", array)
+    with pytest.raises(WorkbenchError, match=r"nan\.nii\.gz: image has NaN or Inf"):
+        first_batch(MedicalDataModule(ArchiveSource(str(tmp_path), spatial_dims=3)), view="unlabeled")
+
+
+# ----- through the command line: exit status and one line on stderr ---------------------------
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_cli_missing_data_file(tmp_path):
+    result = run_cli(["workbench.train", f"paths.log_dir={tmp_path}", "data=medmnist", f"data.source.path={tmp_path}/x.npz"], REPO)
+    assert result.returncode == 2
+    assert error_lines(result) == [f"error: {tmp_path}/x.npz: MedMNIST file not found (expected a .npz file)"]
+
+
+def test_cli_corrupt_dicom_in_archive(tmp_path):
+    write_dicom(tmp_path / "ok.dcm", np.zeros((8, 8)))
+    (tmp_path / "bad.dcm").write_bytes(b"DICM-but-not-really")
+    result = run_cli(["workbench.train", f"paths.log_dir={tmp_path}/logs", "data=archive", f"data.source.root={tmp_path}"], REPO)
+    assert result.returncode == 2
+    [line] = error_lines(result)
+    assert f"{tmp_path}/bad.dcm: not a readable .dcm file" in line
+
+
+def test_cli_unknown_config_key(tmp_path):
+    result = run_cli(["workbench.train", f"paths.log_dir={tmp_path}", "data.no_such_key=1"], REPO)
+    assert result.returncode != 0
+    assert "Could not override 'data.no_such_key'" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_file_named_png_that_is_not_one(tmp_path):
+    (tmp_path / "fake.png").write_text("this is text, not a PNG")
+    with pytest.raises(WorkbenchError, match=r"fake\.png: not a readable \.png file"):
+        ArchiveSource(str(tmp_path)).load()
+    write_png(tmp_path / "real.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,label\nreal.png,0\nfake.png,1\nreal.png,1\nreal.png,0\n")
+    dm = MedicalDataModule(ImageFolderSource(str(tmp_path), split_column=None, val_split=0.0, test_split=0.0))
+    dm.setup()
+    with pytest.raises(WorkbenchError, match=r"fake\.png: cannot read as an image"):
+        list(dm._loader("labeled", shuffle=False, batch_size=4))

@@ -1,0 +1,78 @@
+"""The `workbench` command as a user runs it: help, a real PneumoniaMNIST run, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+WORKBENCH = Path(sys.executable).parent / "workbench"
+
+
+def workbench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    return subprocess.run([str(WORKBENCH), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_dir_of(result: subprocess.CompletedProcess) -> Path:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Run directory: ")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
+    return Path(lines[-1].removeprefix("Run directory: "))
+
+
+def test_standard_ssl_module_is_not_shadowed():
+    out = subprocess.run([sys.executable, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("OpenSSL")
+
+
+def test_help_lists_commands_and_config_groups():
+    result = workbench(["--help"])
+    assert result.returncode == 0
+    assert "train" in result.stdout and "data, " in result.stdout and "trainer" in result.stdout
+    result = workbench(["train", "--help"])
+    assert result.returncode == 0
+    assert "data: archive, datalist, image_folder, medmnist, phantom2d, phantom3d, pneumoniamnist" in result.stdout
+    assert workbench(["nonsense"]).returncode == 2
+
+
+def test_pneumoniamnist_from_the_command_line_reports_test_auc_and_acc(shared_data, tmp_path):
+    result = workbench(
+        ["train", "experiment=pneumoniamnist", "data.label_fraction=0.05", "data.batch_size=32", "trainer.max_epochs=3", f"paths.log_dir={tmp_path}"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/auc=" in result.stdout and "test/acc=" in result.stdout
+    run = run_dir_of(result)
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = json.loads((run / "split.json").read_text())
+    # 5% of each class of train (1214 / 3494) and of val (135 / 389), nothing more
+    assert split["class_counts"]["labeled"] == {"0": 61, "1": 175} and metrics["labeled_images"] == 236
+    assert split["class_counts"]["val"] == {"0": 7, "1": 19} and metrics["val_images"] == 26
+    assert split["counts"]["test"] == 624
+    assert 0.75 < metrics["test/auc"] <= 1.0 and 0.5 < metrics["test/acc"] <= 1.0
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    result = workbench(
+        [
+            "train",
+            "trainer=ddp_cpu",
+            "trainer.max_epochs=1",
+            "data.source.num_train=16",
+            "data.source.num_val=8",
+            "data.source.num_test=8",
+            "data.batch_size=4",
+            f"paths.log_dir={tmp_path}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = run_dir_of(result)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "test/auc" in metrics and "test/acc" in metrics
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
