@@ -36,8 +36,17 @@ def redact_secrets(node: Any) -> Any:
     return node
 
 
-def save_config(cfg: DictConfig, run_dir: str | Path) -> Path:
+def redact_override(override: str) -> str:
+    key, sep, _ = override.partition("=")
+    return f"{key}=<redacted>" if sep and any(w in key.lower() for w in SECRET_WORDS) else override
+
+
+def save_config(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None = None) -> Path:
+    """config.yaml (resolved) and overrides.yaml (the command line), secrets redacted. Hydra's
+    own unredacted copy (.hydra/) is switched off in configs/hydra/default.yaml."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    if overrides is not None:
+        write_text_atomic(Path(run_dir) / "overrides.yaml", OmegaConf.to_yaml([redact_override(o) for o in overrides]))
     return write_text_atomic(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(redact_secrets(plain)))
 
 
@@ -62,8 +71,7 @@ def write_run_summary(run_dir: str | Path, metrics: dict[str, Any], title: str) 
     history = epoch_history(run_dir)
     written = {"metrics_json": str(write_json_atomic(run_dir / "metrics.json", metrics))}
     if not history.empty:
-        history.to_csv(run_dir / "metrics.csv", index=False)
-        written["metrics_csv"] = str(run_dir / "metrics.csv")
+        written["metrics_csv"] = str(write_text_atomic(run_dir / "metrics.csv", history.to_csv(index=False)))
         plot = plot_training_curves(history, run_dir / "curves.png", title)
         if plot:
             written["plot"] = str(plot)

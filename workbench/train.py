@@ -9,12 +9,18 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
+from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.runs import run_reporting_errors, save_config, set_environment_defaults, write_run_summary
+
+
+def command_line_overrides() -> list[str] | None:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -36,9 +42,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False, callbacks=_instantiate_all(cfg.get("callbacks"))
     )
+    resume = cfg.get("ckpt_path")
+    if resume:
+        check_checkpoint_fits(resume, model)
     if trainer.is_global_zero:
-        save_config(cfg, run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        save_config(cfg, run_dir, command_line_overrides())
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
@@ -48,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "monitor": checkpoint.monitor if checkpoint is not None else None,
         "best_val_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
         "labeled_images": len(datamodule.views["labeled"]),
         "val_images": len(datamodule.views["val"]),
     }

@@ -24,8 +24,8 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def check_header(path: Path) -> None:
-    """Raise WorkbenchError unless `path` has a readable header of its format."""
+def check_header(path: Path) -> tuple[int, ...]:
+    """The image shape in `path`'s header; WorkbenchError unless the header is readable."""
     suffix = _suffix(path)
     try:
         if suffix == ".dcm":
@@ -34,15 +34,16 @@ def check_header(path: Path) -> None:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if "Rows" not in ds or "Columns" not in ds:
                 raise ValueError("no image rows/columns")
-        elif suffix in (".nii", ".nii.gz"):
+            return (int(ds.Rows), int(ds.Columns))
+        if suffix in (".nii", ".nii.gz"):
             import nibabel
 
-            nibabel.load(path).header.get_data_shape()
-        else:
-            from PIL import Image
+            return tuple(int(n) for n in nibabel.load(path).header.get_data_shape())
+        from PIL import Image
 
-            with Image.open(path) as im:
-                im.verify()
+        with Image.open(path) as im:
+            im.verify()
+            return (im.height, im.width)
     except Exception as e:
         raise WorkbenchError(f"{path}: not a readable {suffix} file ({type(e).__name__}: {e})") from None
 
@@ -64,15 +65,16 @@ class ArchiveSource:
         self.on_bad_file = on_bad_file
         self.check_headers = check_headers
 
-    def scan(self) -> tuple[list[Path], list[str]]:
-        """Files with a wanted suffix, sorted, and the bad ones skipped (as 'path: reason')."""
+    def scan(self) -> tuple[list[Path], list[str], dict[str, tuple[int, ...]]]:
+        """Files with a wanted suffix (sorted), the bad ones skipped (as 'path: reason'), and the
+        header shape of each good file (when headers are checked)."""
         root = existing_dir(self.root, "archive")
         files = sorted(p for p in root.rglob("*") if p.is_file() and _suffix(p) in self.suffixes)
-        good, skipped = [], []
+        good, skipped, shapes = [], [], {}
         for path in files:
             try:
                 if self.check_headers:
-                    check_header(path)
+                    shapes[str(path)] = check_header(path)
                 good.append(path)
             except WorkbenchError as e:
                 if self.on_bad_file == "error":
@@ -80,10 +82,10 @@ class ArchiveSource:
                 skipped.append(str(e))
         if not good:
             raise WorkbenchError(f"{root}: no readable {'/'.join(self.suffixes)} files in the archive")
-        return good, skipped
+        return good, skipped, shapes
 
     def load(self) -> SourceData:
-        files, skipped = self.scan()
+        files, skipped, shapes = self.scan()
         items: list[str]
         if self.spatial_dims == 3:
             series: dict[Path, list[Path]] = defaultdict(list)
@@ -102,5 +104,5 @@ class ArchiveSource:
             num_classes=0,
             from_files=True,
             description=str(self.root),
-            extra={"skipped_files": skipped},
+            extra={"skipped_files": skipped, "shapes": sorted(set(shapes.values()))},
         )

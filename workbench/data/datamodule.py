@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from monai.data import CacheDataset, Dataset, PersistentDataset
-from torch.utils.data import DataLoader
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
@@ -122,6 +121,8 @@ class MedicalDataModule(pl.LightningDataModule):
                 )
             unlabeled += [strip_label(r) for r in extra.splits["train"]]
             data.extra["skipped_files"] = extra.extra.get("skipped_files", [])
+            self._check_one_shape(extra)
+        self._check_one_shape(data)
         self.views = {
             "labeled": [train[i] for i in labeled_idx],
             "unlabeled": unlabeled,
@@ -130,6 +131,15 @@ class MedicalDataModule(pl.LightningDataModule):
         }
         self.data = data
         return data
+
+    def _check_one_shape(self, data: SourceData) -> None:
+        """Batches need one size: an archive of mixed shapes needs `image_size` to resize."""
+        shapes = data.extra.get("shapes") or []
+        if len(shapes) > 1 and not self.image_size:
+            raise WorkbenchError(
+                f"{data.description}: images of {len(shapes)} different shapes ({shapes[0]}, {shapes[1]}, ...); "
+                "set data.image_size to resize them to one size"
+            )
 
     def task_kwargs(self) -> dict[str, int]:
         """What a model needs to know about the data: channels, classes, dimensions."""
@@ -187,6 +197,8 @@ class MedicalDataModule(pl.LightningDataModule):
             return CheckedDataset(records, transform)
 
     def _loader(self, view: str, shuffle: bool, batch_size: int) -> DataLoader:
+        """MONAI's DataLoader seeds each transform's random state from torch's generator (per
+        worker too), so a seeded run augments identically every time."""
         if not self.views.get(view):
             raise WorkbenchError(f"the '{view}' view is empty for {self.load().description}")
         return DataLoader(

@@ -111,7 +111,9 @@ def intensity_transform(image_key: str, mode: str, value_range: Sequence[float] 
     return []
 
 
-def augmentations(keys: list[str], spatial_dims: int, flip: bool, affine: bool, noise: bool, contrast: bool) -> list:
+def augmentations(
+    keys: list[str], spatial_dims: int, flip: bool = False, affine: bool = False, noise: bool = False, contrast: bool = False
+) -> list:
     """Grayscale-safe training augmentation (no hue/saturation); masks follow geometry only."""
     seg = len(keys) > 1
     out: list = []
@@ -157,13 +159,16 @@ def build_transforms(
     if seg and binarize_mask:
         chain.append(BinarizeMask("label", allow_missing_keys=True))
     chain.append(CheckRecord(keys, num_classes=num_classes, mask_key="label" if seg else None))
-    chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
+    chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32))
     chain += intensity_transform("image", intensity_mode, intensity_range)
     if image_size:
         size = [int(image_size)] * spatial_dims
         chain.append(Resized(keys, spatial_size=size, mode=("area", "nearest") if seg else "area", allow_missing_keys=True))
     if train and augment:
         chain += augmentations(keys, spatial_dims, **{k: bool(v) for k, v in augment.items()})
+    # Plain tensors out: MONAI's transforms re-wrap arrays as MetaTensors, and batched
+    # MetaTensors carry per-item metadata that the models and metrics do not need.
+    chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
     if seg:
         chain.append(EnsureTyped("label", data_type="tensor", dtype=torch.long, track_meta=False, allow_missing_keys=True))
     return Compose(chain)

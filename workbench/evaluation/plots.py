@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,6 +32,8 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path, title: str = "
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # renamed when complete
+    fig.savefig(partial, dpi=100)
     plt.close(fig)
+    os.replace(partial, path)
     return path

@@ -1,0 +1,138 @@
+"""Interrupted runs resume, seeded runs reproduce, checkpoints load safely, secrets stay out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, compose_train, run_cli, write_png
+from workbench.data import ArchiveSource, MedicalDataModule
+from workbench.errors import WorkbenchError
+from workbench.models.checkpoints import check_checkpoint_fits
+from workbench.tasks.classification import ClassificationTask
+from workbench.train import train
+
+SMALL = ["data.source.num_train=48", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8"]
+
+
+def test_kill_9_during_training_then_resume_finishes_the_same_steps(tmp_path):
+    args = ["workbench.train", f"paths.log_dir={tmp_path}", "trainer.max_epochs=4", *SMALL]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    last = []
+    while time.time() < deadline and not last:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        last = list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt"))
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last, "no checkpoint appeared"
+    run = last[0].parents[1]
+    assert not (run / "metrics.json").exists()  # the killed run wrote no summary
+    resumed_from = torch.load(last[0], map_location="cpu", weights_only=True)
+    assert resumed_from["global_step"] < 4 * 6
+
+    result = run_cli([*args, f"ckpt_path={last[0]}"], REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(tmp_path.glob("train/runs/*/metrics.json"))
+    metrics = json.loads(runs[-1].read_text())
+    assert metrics["steps"] == 4 * 6 and metrics["epochs"] == 4  # 48 images / batch 8 = 6 steps per epoch
+    assert "test/auc" in metrics
+
+
+def test_same_seed_same_split_and_metrics_other_seed_other_split(tmp_path):
+    def run(seed: int, name: str) -> tuple[dict, list]:
+        cfg = compose_train([f"seed={seed}", "trainer.max_epochs=1", "data.label_fraction=0.5", *SMALL], tmp_path / name)
+        metrics = train(cfg)
+        split = json.loads((tmp_path / name / "split.json").read_text())
+        return {k: v for k, v in metrics.items() if k.startswith(("test/", "best_val"))}, split["labeled_ids"]
+
+    a_metrics, a_split = run(0, "a")
+    b_metrics, b_split = run(0, "b")
+    _, c_split = run(1, "c")
+    assert a_split == b_split and a_metrics == b_metrics  # identical on CPU, augmentation included
+    assert a_split != c_split
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    made = ClassificationTask(in_channels=1, num_classes=2, backbone="resnet18")
+    path = tmp_path / "resnet.ckpt"
+    torch.save({"state_dict": made.state_dict(), "hyper_parameters": dict(made.hparams)}, path)
+    other = ClassificationTask(in_channels=1, num_classes=2, backbone="densenet121")
+    with pytest.raises(WorkbenchError, match=r"resnet\.ckpt: checkpoint of another architecture \(backbone=resnet18.*expected backbone=densenet121"):
+        check_checkpoint_fits(path, other)
+    assert check_checkpoint_fits(path, ClassificationTask(in_channels=1, num_classes=2))["state_dict"]
+    cfg = compose_train(["task.backbone=densenet121", f"ckpt_path={path}", *SMALL], tmp_path / "run")
+    with pytest.raises(WorkbenchError, match="checkpoint of another architecture"):
+        train(cfg)
+
+
+class _Payload:
+    """Unpickling this would create a file: the loader must refuse before running it."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "extra": _Payload(str(marker))}, path)
+    assert not marker.exists()
+    with pytest.raises(WorkbenchError, match=r"evil\.ckpt: not a loadable checkpoint"):
+        check_checkpoint_fits(path, ClassificationTask(in_channels=1, num_classes=2))
+    assert not marker.exists()
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WorkbenchError, match=r"junk\.ckpt: not a loadable checkpoint"):
+        check_checkpoint_fits(tmp_path / "junk.ckpt", ClassificationTask(in_channels=1, num_classes=2))
+
+
+def test_archive_of_mixed_shapes_needs_image_size(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((10, 12), np.uint8))
+    write_png(tmp_path / "b.png", np.zeros((20, 20), np.uint8))
+    with pytest.raises(WorkbenchError, match=rf"{tmp_path}: images of 2 different shapes .* set data.image_size"):
+        MedicalDataModule(ArchiveSource(str(tmp_path))).setup()
+    dm = MedicalDataModule(ArchiveSource(str(tmp_path)), image_size=16)
+    dm.setup()
+    assert next(iter(dm.unlabeled_dataloader()))["image"].shape == (2, 1, 16, 16)
+
+
+def _network_isolated() -> list[str]:
+    """`unshare -n` (a network namespace with only loopback) where the system allows it."""
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+        return [unshare, "-n"]
+    return []
+
+
+def test_wandb_offline_by_default_and_no_secrets_written(tmp_path):
+    secret = "sk-test-0123456789abcdef"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_API_KEY=secret, PYTHONWARNINGS="ignore")
+    cmd = [
+        *_network_isolated(), sys.executable, "-m", "workbench.train", "logger=wandb", f"paths.log_dir={tmp_path}",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=2", f"+notes.api_token={secret}", *SMALL,
+    ]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = list(tmp_path.glob("train/runs/*"))
+    assert list(run.glob("wandb/offline-run-*")), "wandb did not log offline"
+    assert "api_token: <redacted>" in (run / "config.yaml").read_text()
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), f"secret written to {path}"
