@@ -29,10 +29,10 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The `workbench train` config with `overrides`, writing into `output_dir`."""
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The `workbench train` (or `config_name`) config with `overrides`, writing into `output_dir`."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = compose(config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir)

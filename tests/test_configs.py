@@ -14,6 +14,9 @@ from workbench.config_path import config_dir
 ROOT = Path(config_dir())
 GROUPS = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name not in ("base", "hydra"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((ROOT / g).glob("*.yaml"))]
+# Each command's primary config; a group is composed with the command that uses it.
+PRIMARY = {"ssl": "pretrain", "task": "train", "experiment": "train"}
+COMMANDS = ("train", "pretrain")
 
 
 def targets(node) -> list[str]:
@@ -33,12 +36,12 @@ def test_groups_are_the_designed_ones():
     assert {"data", "task", "trainer", "logger", "callbacks", "paths", "experiment"} <= set(GROUPS)
 
 
-@pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_targets_import(tmp_path, group, option):
-    override = f"{group}={option}" if group != "experiment" else f"+experiment={option}"
-    if group == "experiment":
-        override = f"experiment={option}"
-    cfg = compose_train([override], tmp_path)
+CASES = [(c, g, o) for c in COMMANDS for g, o in OPTIONS if PRIMARY.get(g, c) == c]
+
+
+@pytest.mark.parametrize("command, group, option", CASES, ids=[f"{c}:{g}={o}" for c, g, o in CASES])
+def test_option_composes_and_targets_import(tmp_path, command, group, option):
+    cfg = compose_train([f"{group}={option}"], tmp_path, config_name=command)
     plain = OmegaConf.to_container(cfg, resolve=False)
     for target in targets(plain):
         try:

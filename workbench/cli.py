@@ -15,6 +15,7 @@ from workbench.config_path import config_dir
 
 COMMANDS = {
     "train": ("workbench.train", "fit and test a classification (CAD) or segmentation task"),
+    "pretrain": ("workbench.pretrain", "self-supervised pretraining of a backbone (SimCLR, MoCo, BYOL, DINO, MAE, ...)"),
 }
 
 

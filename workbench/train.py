@@ -23,7 +23,7 @@ def command_line_overrides() -> list[str] | None:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
+def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
@@ -40,7 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"provides {datamodule.data.task} data"
         )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False, callbacks=_instantiate_all(cfg.get("callbacks"))
+        cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks"))
     )
     resume = cfg.get("ckpt_path")
     if resume:

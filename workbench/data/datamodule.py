@@ -7,16 +7,21 @@
 - `val`: the official val split, subsampled at the same label fraction by default, so model
   selection spends no labels beyond the budget (`val_fraction` overrides).
 - `test`: the official test split, whole, from real data only.
+- `pretrain`: every training image with its label removed, plus `unlabeled_source`; used when
+  `pretrain_views` (a multi-view transform) is set: self-supervised training then draws from
+  it, and validation yields the labeled and val views for online evaluation.
 The chosen ids are written to `split.json` in the run directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.transforms import Compose
 
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
@@ -67,6 +72,7 @@ class MedicalDataModule(pl.LightningDataModule):
         cache: str = "none",
         cache_dir: str | None = None,
         unlabeled_source: Any = None,
+        pretrain_views: Callable | None = None,
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -90,6 +96,7 @@ class MedicalDataModule(pl.LightningDataModule):
         self.cache = cache
         self.cache_dir = cache_dir
         self.unlabeled_source = unlabeled_source
+        self.pretrain_views = pretrain_views
         self.output_dir = output_dir
         self.data: SourceData | None = None
         self.views: dict[str, list[dict[str, Any]]] = {}
@@ -112,6 +119,7 @@ class MedicalDataModule(pl.LightningDataModule):
         if val and self.val_fraction < 1.0:
             val = [val[i] for i in fraction_subset(val, self.val_fraction, self.split_seed)]
         unlabeled = [strip_label(r) for i, r in enumerate(train) if i not in chosen]
+        pretrain = [strip_label(r) for r in train]
         if self.unlabeled_source is not None:
             extra = self.unlabeled_source.load()
             if extra.spatial_dims != data.spatial_dims or extra.in_channels != data.in_channels:
@@ -120,6 +128,7 @@ class MedicalDataModule(pl.LightningDataModule):
                     f"channel(s); expected {data.spatial_dims}D with {data.in_channels} like the labeled source"
                 )
             unlabeled += [strip_label(r) for r in extra.splits["train"]]
+            pretrain += [strip_label(r) for r in extra.splits["train"]]
             data.extra["skipped_files"] = extra.extra.get("skipped_files", [])
             self._check_one_shape(extra)
         self._check_one_shape(data)
@@ -128,6 +137,7 @@ class MedicalDataModule(pl.LightningDataModule):
             "unlabeled": unlabeled,
             "val": val,
             "test": data.splits.get("test") or [],
+            "pretrain": pretrain,
         }
         self.data = data
         return data
@@ -176,7 +186,7 @@ class MedicalDataModule(pl.LightningDataModule):
         data = self.load()
         train = view in ("labeled", "unlabeled") if train is None else train
         records = self.views[view]
-        task = "unlabeled" if view == "unlabeled" else data.task
+        task = "unlabeled" if view in ("unlabeled", "pretrain") else data.task
         transform = build_transforms(
             task=task,
             spatial_dims=data.spatial_dims,
@@ -188,6 +198,10 @@ class MedicalDataModule(pl.LightningDataModule):
             binarize_mask=self.binarize_mask,
             augment=self.augment,
         )
+        if view == "pretrain":
+            if self.pretrain_views is None:
+                raise WorkbenchError("the 'pretrain' view needs data.pretrain_views (a multi-view transform)")
+            transform = Compose([transform, self.pretrain_views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
             if from_files and self.cache == "memory":
@@ -196,27 +210,37 @@ class MedicalDataModule(pl.LightningDataModule):
                 return CheckedPersistentDataset(records, transform, cache_dir=self.cache_dir)
             return CheckedDataset(records, transform)
 
-    def _loader(self, view: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(
+        self, view: str, shuffle: bool, batch_size: int, drop_last: bool = False, train: bool | None = None
+    ) -> DataLoader:
         """MONAI's DataLoader seeds each transform's random state from torch's generator (per
         worker too), so a seeded run augments identically every time."""
         if not self.views.get(view):
             raise WorkbenchError(f"the '{view}' view is empty for {self.load().description}")
         return DataLoader(
-            self.dataset(view),
+            self.dataset(view, train=train),
             batch_size=batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=False,
+            drop_last=drop_last and len(self.views[view]) >= batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.pretrain_views is not None:
+            return self._loader("pretrain", shuffle=True, batch_size=self.batch_size, drop_last=True)
         return self._loader("labeled", shuffle=True, batch_size=self.batch_size)
 
     def unlabeled_dataloader(self) -> DataLoader:
         return self._loader("unlabeled", shuffle=True, batch_size=self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.pretrain_views is not None:
+            # Online evaluation of a pretraining run: features of the labeled view (kNN bank,
+            # probe training set) and of the val view, both without augmentation.
+            if self.load().task != "classification" or not self.views["labeled"] or not self.views["val"]:
+                return []
+            return [self._loader(v, shuffle=False, batch_size=self.eval_batch_size, train=False) for v in ("labeled", "val")]
         return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:

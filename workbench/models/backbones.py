@@ -1,7 +1,9 @@
 """Feature extractors for 2D and 3D images with any number of input channels.
 
 `resnet18`/`resnet50`: torchvision's in 2D, MONAI's (same block layout) in 3D.
-`densenet121`: MONAI's, 2D or 3D. `small_input=True` swaps the stem for a 3x3 stride-1 conv with
+`densenet121`: MONAI's, 2D or 3D. `vit_tiny`/`vit_small`: torchvision's VisionTransformer
+(2D; patch 4 for images up to 64 px, else 16), whose class token is the feature.
+`small_input=True` swaps the stem for a 3x3 stride-1 conv with
 no max-pool, the usual choice for 28-64 px images (MedMNIST), which a 7x7/2 stem plus pooling
 would shrink to almost nothing.
 """
@@ -14,7 +16,28 @@ from monai.networks import nets
 
 from workbench.errors import WorkbenchError
 
-BACKBONES = ("resnet18", "resnet50", "densenet121")
+BACKBONES = ("resnet18", "resnet50", "densenet121", "vit_tiny", "vit_small")
+VIT_SIZES = {"vit_tiny": (12, 3, 192), "vit_small": (12, 6, 384)}  # layers, heads, width
+
+
+class ViTFeatures(nn.Module):
+    """torchvision's VisionTransformer for `in_channels` channels, returning the class token.
+    `vit` stays reachable for lightly's masked-image modules (MAE)."""
+
+    def __init__(self, name: str, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        layers, heads, width = VIT_SIZES[name]
+        patch = 4 if image_size <= 64 else 16
+        if image_size % patch:
+            raise WorkbenchError(f"image_size={image_size}: a {name} needs a multiple of its patch size {patch}")
+        self.vit = torchvision.models.VisionTransformer(
+            image_size=image_size, patch_size=patch, num_layers=layers, num_heads=heads, hidden_dim=width, mlp_dim=4 * width
+        )
+        self.vit.conv_proj = nn.Conv2d(in_channels, width, kernel_size=patch, stride=patch)
+        self.vit.heads = nn.Identity()
+
+    def forward(self, x):
+        return self.vit(x)
 
 
 def _torchvision_resnet(name: str, in_channels: int, small_input: bool) -> tuple[nn.Module, int]:
@@ -52,12 +75,19 @@ def _monai_densenet(spatial_dims: int, in_channels: int, small_input: bool) -> t
     return net, dim
 
 
-def build_backbone(name: str, spatial_dims: int, in_channels: int, small_input: bool = True) -> tuple[nn.Module, int]:
-    """The backbone and the size of the feature vector it returns for a (B, C, *spatial) batch."""
+def build_backbone(
+    name: str, spatial_dims: int, in_channels: int, small_input: bool = True, image_size: int = 32
+) -> tuple[nn.Module, int]:
+    """The backbone and the size of the feature vector it returns for a (B, C, *spatial) batch.
+    `image_size` matters only to ViTs, whose position embeddings are fixed to it."""
     if name not in BACKBONES:
         raise WorkbenchError(f"backbone '{name}': expected one of {BACKBONES}")
     if spatial_dims not in (2, 3):
         raise WorkbenchError(f"spatial_dims={spatial_dims}: expected 2 or 3")
+    if name in VIT_SIZES:
+        if spatial_dims != 2:
+            raise WorkbenchError(f"backbone '{name}' is 2D only; use resnet18/resnet50/densenet121 for volumes")
+        return ViTFeatures(name, in_channels, image_size), VIT_SIZES[name][2]
     if name == "densenet121":
         return _monai_densenet(spatial_dims, in_channels, small_input)
     if spatial_dims == 2:

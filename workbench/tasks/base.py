@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from workbench.tasks.optim import adamw_warmup_cosine
+from workbench.tasks.optim import configure_warmup_cosine
 
 
 class EvaluatedTask(pl.LightningModule):
@@ -30,12 +30,4 @@ class EvaluatedTask(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> dict:
-        total = int(self.trainer.estimated_stepping_batches)
-        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        return adamw_warmup_cosine(
-            self.parameters(),
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            total_steps=total,
-            warmup_steps=int(self.hparams.warmup_epochs * steps_per_epoch),
-        )
+        return configure_warmup_cosine(self, "adamw")

@@ -17,6 +17,7 @@ from torchmetrics import CatMetric
 from workbench.errors import WorkbenchError
 from workbench.evaluation.classification_metrics import classification_metrics, youden_threshold
 from workbench.models.backbones import build_backbone
+from workbench.models.pretrained import load_backbone
 from workbench.tasks.base import EvaluatedTask
 
 
@@ -36,6 +37,9 @@ class ClassificationTask(EvaluatedTask):
         label_smoothing: float = 0.0,
         dropout: float = 0.0,
         threshold: str | float = "val",
+        image_size: int = 32,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -43,11 +47,22 @@ class ClassificationTask(EvaluatedTask):
         if threshold != "val" and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
         self.save_hyperparameters()
-        self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input)
+        self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size)
+        if pretrained:
+            expected = {"backbone": backbone, "spatial_dims": spatial_dims, "in_channels": in_channels, "small_input": small_input}
+            load_backbone(self.backbone, pretrained, expected)
+        if freeze_backbone:  # a linear probe: only the head learns
+            if not pretrained:
+                raise WorkbenchError("task.freeze_backbone=true needs task.pretrained (a frozen random backbone learns nothing)")
+            self.backbone.requires_grad_(False)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
         self.register_buffer("decision_threshold", torch.tensor(0.5 if threshold == "val" else float(threshold)))
         self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.freeze_backbone:
+            self.backbone.eval()  # frozen means frozen batch-norm statistics too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))

@@ -1,16 +1,30 @@
-"""AdamW with linear warm-up then cosine decay, stepped per optimizer step."""
+"""Optimizers with linear warm-up then cosine decay, stepped per optimizer step."""
 
 from __future__ import annotations
 
 import math
 
+import pytorch_lightning as pl
 import torch
+from lightly.utils.lars import LARS
+
+from workbench.errors import WorkbenchError
+
+OPTIMIZERS = ("adamw", "sgd", "lars")
 
 
-def adamw_warmup_cosine(
-    params, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
+def warmup_cosine(
+    params, name: str, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
 ) -> dict:
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    """`adamw` (robust default), `sgd` (momentum 0.9) or `lars` (lightly's, for large batches)."""
+    if name == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    elif name == "lars":
+        optimizer = LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise WorkbenchError(f"optimizer '{name}': expected one of {OPTIMIZERS}")
     total_steps = max(1, total_steps)
     warmup_steps = min(warmup_steps, total_steps - 1)
 
@@ -22,3 +36,19 @@ def adamw_warmup_cosine(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw") -> dict:
+    """For a module whose hyperparameters hold `lr`, `weight_decay` and `warmup_epochs`."""
+    trainer = module.trainer
+    total = int(trainer.estimated_stepping_batches)
+    steps_per_epoch = total / max(1, trainer.max_epochs or 1)
+    hp = module.hparams
+    return warmup_cosine(
+        [p for p in module.parameters() if p.requires_grad],
+        optimizer,
+        lr=hp.lr,
+        weight_decay=hp.weight_decay,
+        total_steps=total,
+        warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
+    )

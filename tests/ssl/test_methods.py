@@ -1,0 +1,138 @@
+"""Every self-supervised method trains under Lightning on phantoms; losses match hand
+computations; the exported backbone loads downstream with identical features."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightly.loss import BarlowTwinsLoss, NTXentLoss
+
+from tests.conftest import compose_train
+from workbench.errors import WorkbenchError
+from workbench.models.pretrained import load_backbone
+from workbench.pretrain import pretrain
+from workbench.ssl import BYOL, SimCLR
+from workbench.ssl.views import multi_view
+from workbench.tasks.classification import ClassificationTask
+
+TINY = [
+    "data.source.size=16", "data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=4",
+    "data.batch_size=8", "data.pretrain_views.size=16", "trainer.max_epochs=1",
+]
+
+
+def compose_pretrain(overrides: list[str], output_dir):
+    return compose_train(overrides, output_dir, config_name="pretrain")
+
+
+@pytest.mark.parametrize(
+    "method", ["simclr", "moco", "moco-v3", "byol", "simsiam", "barlow_twins", "vicreg", "dino", "dino_vit", "mae"]
+)
+def test_every_method_trains_a_step_on_2d_phantoms(tmp_path, method):
+    extra = ["ssl=moco", "ssl.version=3"] if method == "moco-v3" else [f"ssl={method}"]
+    if method == "moco":
+        extra.append("ssl.queue_size=64")
+    cfg = compose_pretrain([*extra, *TINY, "+trainer.limit_train_batches=1"], tmp_path)
+    metrics = pretrain(cfg)
+    assert metrics["steps"] == 1 and torch.isfinite(torch.tensor(metrics["val/knn_auc"]))
+    meta = json.loads((tmp_path / "backbone.json").read_text())
+    expected = {"moco": "moco_v2", "moco-v3": "moco_v3", "dino_vit": "dino"}.get(method, method)
+    assert meta["method"] == expected and meta["steps"] == 1
+    assert meta["backbone"] == ("vit_tiny" if method in ("dino_vit", "mae") else "resnet18")
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_simclr_and_byol_on_3d_phantoms(tmp_path, method):
+    cfg = compose_pretrain(
+        [f"ssl={method}", "data=phantom3d", *TINY, "ssl.small_input=false", "data.batch_size=4", "+trainer.limit_train_batches=1"],
+        tmp_path,
+    )
+    metrics = pretrain(cfg)
+    assert metrics["steps"] == 1
+    assert json.loads((tmp_path / "backbone.json").read_text())["spatial_dims"] == 3
+
+
+def test_ntxent_matches_a_hand_computation():
+    torch.manual_seed(0)
+    z0, z1 = torch.randn(3, 4), torch.randn(3, 4)
+    t = 0.5
+    z = F.normalize(torch.cat([z0, z1]), dim=1)
+    sim = z @ z.T / t
+    sim.fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(3, 6), torch.arange(0, 3)])
+    by_hand = F.cross_entropy(sim, positives)
+    assert torch.allclose(NTXentLoss(temperature=t)(z0, z1), by_hand, atol=1e-6)
+
+
+def test_barlow_twins_matches_a_hand_computation():
+    torch.manual_seed(1)
+    z0, z1 = torch.randn(6, 3), torch.randn(6, 3)
+    lam = 5e-3
+    # batch-norm standardisation, as in the paper: biased variance, eps 1e-5
+    n0 = (z0 - z0.mean(0)) / (z0.var(0, unbiased=False) + 1e-5).sqrt()
+    n1 = (z1 - z1.mean(0)) / (z1.var(0, unbiased=False) + 1e-5).sqrt()
+    c = n0.T @ n1 / 6
+    off = c - torch.diag(torch.diag(c))
+    by_hand = (torch.diag(c) - 1).pow(2).sum() + lam * off.pow(2).sum()
+    assert torch.allclose(BarlowTwinsLoss(lambda_param=lam)(z0, z1), by_hand, rtol=1e-4)
+
+
+def test_byol_target_follows_online_by_ema():
+    model = BYOL(in_channels=1, momentum_start=0.9)
+    online, target = model.backbone, model.backbone_target
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in target.parameters()]
+    from lightly.models.utils import update_momentum
+
+    update_momentum(online, target, m=0.9)
+    for b, t, o in zip(before, target.parameters(), online.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o, atol=1e-6)
+    assert not any(p.requires_grad for p in target.parameters())
+
+
+def test_export_then_load_gives_identical_features(tmp_path):
+    model = SimCLR(in_channels=1, backbone="resnet18")
+    model.export(tmp_path, data="test", seed=0)
+    task = ClassificationTask(in_channels=1, num_classes=2, backbone="resnet18", pretrained=str(tmp_path))
+    model.eval(), task.eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model.backbone(x), task.backbone(x))
+    probe = ClassificationTask(in_channels=1, num_classes=2, pretrained=str(tmp_path / "backbone.pt"), freeze_backbone=True)
+    assert not any(p.requires_grad for p in probe.backbone.parameters())
+    assert all(p.requires_grad for p in probe.head.parameters())
+
+
+def test_backbone_of_another_architecture_or_channel_count_is_refused(tmp_path):
+    SimCLR(in_channels=1, backbone="resnet18").export(tmp_path)
+    with pytest.raises(WorkbenchError, match=r"backbone\.pt: pretrained backbone does not fit: backbone='resnet18' \(expected 'densenet121'\)"):
+        ClassificationTask(in_channels=1, num_classes=2, backbone="densenet121", pretrained=str(tmp_path))
+    with pytest.raises(WorkbenchError, match=r"in_channels=1 \(expected 3\)"):
+        ClassificationTask(in_channels=3, num_classes=2, pretrained=str(tmp_path))
+    with pytest.raises(WorkbenchError, match="pretrained backbone not found"):
+        ClassificationTask(in_channels=1, num_classes=2, pretrained=str(tmp_path / "nowhere"))
+
+
+def test_downstream_training_from_a_pretrained_run(tmp_path):
+    cfg = compose_pretrain(["ssl=simclr", *TINY, "+trainer.limit_train_batches=1"], tmp_path / "pre")
+    pretrain(cfg)
+    from workbench.train import train
+
+    cfg = compose_train([f"task.pretrained={tmp_path / 'pre'}", "task.freeze_backbone=true", "+trainer.fast_dev_run=true", "data.source.size=16"], tmp_path / "down")
+    assert "test/auc" in train(cfg)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_views_shapes_multicrop_and_channels(dims):
+    mv = multi_view(dims, size=16, n_global=2, n_local=3, local_size=8)
+    mv.set_random_state(0)
+    x = torch.rand((2,) + (20,) * dims)  # two channels: nothing assumes RGB or gray
+    views = mv({"image": x})["views"]
+    assert [tuple(v.shape) for v in views] == [(2,) + (16,) * dims] * 2 + [(2,) + (8,) * dims] * 3
+    assert not torch.equal(views[0], views[1])  # independent draws
+    mv.set_random_state(0)
+    assert all(torch.equal(a, b) for a, b in zip(views, mv({"image": x})["views"]))

@@ -1,0 +1,53 @@
+"""The pretrained-backbone artifact between stages: `backbone.pt` (a plain state_dict) and
+`backbone.json` (how it was made). Downstream tasks load it by config; a backbone of another
+architecture, dimensionality or channel count is refused with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from workbench.errors import WorkbenchError
+from workbench.io import write_json_atomic
+
+MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input")
+
+
+def export_backbone(backbone: nn.Module, directory: str | Path, provenance: dict[str, Any]) -> Path:
+    """Writes backbone.pt and backbone.json into `directory`; each is renamed into place whole."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / "backbone.pt"
+    partial = directory / ".backbone.pt.partial"
+    torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, partial)
+    os.replace(partial, weights)
+    write_json_atomic(directory / "backbone.json", {**provenance, "weights": weights.name})
+    return weights
+
+
+def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """Loads `path` (backbone.pt, or the folder holding it) into `backbone` after checking its
+    provenance against `expected`; returns the provenance."""
+    path = Path(path).expanduser()
+    weights = path / "backbone.pt" if path.is_dir() else path
+    meta_path = weights.with_suffix(".json")
+    if not weights.is_file():
+        raise WorkbenchError(f"{weights}: pretrained backbone not found (expected backbone.pt from workbench pretrain)")
+    if not meta_path.is_file():
+        raise WorkbenchError(f"{meta_path}: provenance file missing (expected beside {weights.name})")
+    meta = json.loads(meta_path.read_text())
+    wrong = [f"{k}={meta.get(k)!r} (expected {expected[k]!r})" for k in MUST_MATCH if k in expected and meta.get(k) != expected[k]]
+    if wrong:
+        raise WorkbenchError(f"{weights}: pretrained backbone does not fit: {', '.join(wrong)}")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        backbone.load_state_dict(state)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise WorkbenchError(f"{weights}: cannot load into the {expected.get('backbone')} backbone ({reason})") from None
+    return meta
