@@ -5,38 +5,20 @@ run directory for the downstream tasks (`task.pretrained=<run dir>`)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from workbench.config_path import config_dir
-from workbench.models.checkpoints import check_checkpoint_fits
-from workbench.runs import run_reporting_errors, save_config, set_environment_defaults, write_run_summary
-from workbench.train import command_line_overrides, instantiate_all
+from workbench.runs import run_command, write_run_summary
+from workbench.train import fit_on_datamodule
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
-    set_environment_defaults()
-    pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.ssl, **datamodule.task_kwargs())
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks"))
-    )
-    resume = cfg.get("ckpt_path")
-    if resume:
-        check_checkpoint_fits(resume, model)
-    if trainer.is_global_zero:
-        save_config(cfg, run_dir, command_line_overrides())
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    seconds = time.perf_counter() - start
+    datamodule, model, trainer, seconds = fit_on_datamodule(cfg, "ssl")
     metrics: dict[str, Any] = {
         "run_dir": str(run_dir),
         "method": model.method,
@@ -56,9 +38,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="pretrain")
 def main(cfg: DictConfig) -> Any:
-    metrics = run_reporting_errors(pretrain, cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return run_command(pretrain, cfg)
 
 
 if __name__ == "__main__":

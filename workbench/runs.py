@@ -78,13 +78,16 @@ def write_run_summary(run_dir: str | Path, metrics: dict[str, Any], title: str) 
     return written
 
 
-def run_reporting_errors(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Runs a command; bad input ends it with one line on stderr and exit status 2."""
+def run_command(fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> Any:
+    """Runs a command and returns the value of `cfg.optimized_metric` for sweepers (Optuna);
+    bad input ends it with one line on stderr and exit status 2."""
     try:
-        return fn(cfg)
+        metrics = fn(cfg)
     except Exception as e:
         error = find_workbench_error(e)
         if error is None:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None

@@ -4,6 +4,7 @@ test split, and write the run directory."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import check_checkpoint_fits
-from workbench.runs import run_reporting_errors, save_config, set_environment_defaults, write_run_summary
+from workbench.runs import run_command, save_config, set_environment_defaults, write_run_summary
 
 
 def command_line_overrides() -> list[str] | None:
@@ -27,14 +28,16 @@ def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.Trainer, float]:
+    """What every training command does: seed, build the datamodule, the module `cfg[model_key]`
+    (told the data's channels, classes and dimensions), the trainer with its loggers and
+    callbacks; check a checkpoint to resume from; save the config; fit. Returns the pieces and
+    the seconds `fit` took."""
     set_environment_defaults()
     pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
-    kwargs = datamodule.task_kwargs()
-    model = instantiate(cfg.task, **kwargs)
-    if datamodule.data.task != model.data_task:
+    model = instantiate(cfg[model_key], **datamodule.task_kwargs())
+    if model.data_task not in ("pretrain", datamodule.data.task):  # pretraining takes any images
         raise WorkbenchError(
             f"task={type(model).__name__} needs {model.data_task} data, but data={datamodule.data.description} "
             f"provides {datamodule.data.task} data"
@@ -46,8 +49,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume:
         check_checkpoint_fits(resume, model)
     if trainer.is_global_zero:
-        save_config(cfg, run_dir, command_line_overrides())
+        save_config(cfg, cfg.paths.output_dir, command_line_overrides())
+    start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    return datamodule, model, trainer, time.perf_counter() - start
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.paths.output_dir)
+    datamodule, model, trainer, seconds = fit_on_datamodule(cfg, "task")
 
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
@@ -58,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_val_score": float(checkpoint.best_model_score) if best and checkpoint.best_model_score is not None else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "train_seconds": seconds,
         "labeled_images": len(datamodule.views["labeled"]),
         "val_images": len(datamodule.views["val"]),
     }
@@ -73,10 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> Any:
-    metrics = run_reporting_errors(train, cfg)
-    # Sweepers (Optuna) minimise or maximise the value a job returns.
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return run_command(train, cfg)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,6 @@ class ArchiveSource:
             spatial_dims=self.spatial_dims,
             in_channels=probe_channels(records[0]["image"]),
             num_classes=0,
-            from_files=True,
             description=str(self.root),
             extra={"skipped_files": skipped, "shapes": sorted(set(shapes.values()))},
         )

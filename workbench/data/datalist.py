@@ -93,6 +93,5 @@ class DatalistSource:
             spatial_dims=self.spatial_dims,
             in_channels=probe_channels(splits["train"][0]["image"]),
             num_classes=self.num_classes,
-            from_files=True,
             description=str(path),
         )

@@ -90,6 +90,5 @@ class ImageFolderSource:
             spatial_dims=2,
             in_channels=probe_channels(records[0]["image"]),
             num_classes=num_classes,
-            from_files=True,
             description=str(csv_path),
         )

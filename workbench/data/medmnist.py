@@ -76,7 +76,6 @@ class MedMNISTSource:
             spatial_dims=self.spatial_dims,
             in_channels=in_channels,
             num_classes=num_classes,
-            from_files=False,
             description=str(self.path),
             extra={"intensity_range": [0.0, 255.0]},
         )

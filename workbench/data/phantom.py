@@ -89,7 +89,6 @@ class PhantomSource:
             spatial_dims=self.spatial_dims,
             in_channels=1,
             num_classes=2,
-            from_files=False,
             description=f"phantom{self.spatial_dims}d",
             extra={"burden_threshold": threshold},
         )

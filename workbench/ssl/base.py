@@ -48,6 +48,7 @@ class SSLMethod(pl.LightningModule):
         self.save_hyperparameters()
         self.backbone, self.feature_dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size)
         self._features: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._max_steps = 1
 
     # ----- what a method provides --------------------------------------------------------------
     def ssl_loss(self, views: list[torch.Tensor]) -> torch.Tensor:
@@ -65,14 +66,18 @@ class SSLMethod(pl.LightningModule):
         return target
 
     def current_momentum(self) -> float:
-        max_steps = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1
-        return cosine_schedule(self.global_step, max_steps, self.hparams.momentum_start, 1.0)
+        return cosine_schedule(self.global_step, self._max_steps, self.hparams.momentum_start, 1.0)
 
     # ----- training ----------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._max_steps = max(1, int(self.trainer.estimated_stepping_batches))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        m = self.current_momentum()
-        for online, target in self.momentum_pairs():
-            update_momentum(online, target, m=m)
+        pairs = self.momentum_pairs()
+        if pairs:
+            m = self.current_momentum()
+            for online, target in pairs:
+                update_momentum(online, target, m=m)
         views = batch["views"]
         loss = self.ssl_loss(views)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(views[0]), sync_dist=True)
