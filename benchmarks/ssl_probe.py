@@ -1,0 +1,112 @@
+"""Does self-supervised pretraining save labels on PneumoniaMNIST?
+
+1. Pretrain each method on the training images with labels hidden (`workbench pretrain`).
+2. With `--fraction` of the training labels (stratified; 1% = 47 images) and each seed, train
+   (a) a linear probe on the frozen pretrained backbone, (b) the pretrained backbone finetuned,
+   (c) the same architecture from scratch: all through `workbench train`, under one protocol:
+   model selection and the decision threshold use a stratified subset of the official val split
+   at the same fraction, and the test split is scored once, at the end.
+
+    python benchmarks/ssl_probe.py --methods simclr byol --pretrain-epochs 8 --seeds 0 1 2
+
+Writes benchmarks/results/ssl_probe.json: one record per method, mode and seed with `auc`, `acc`
+and `pretrain_seconds`, and prints mean ± std per method and mode. Runs under
+benchmarks/results/ssl_probe_runs/ (not tracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import warnings
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from workbench.config_path import config_dir
+from workbench.pretrain import pretrain
+from workbench.train import train
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run(command, config_name: str, overrides: list[str], output_dir: Path) -> dict:
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return command(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["simclr", "byol"])
+    parser.add_argument("--fraction", type=float, default=0.01)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--finetune-batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="folder holding pneumoniamnist/ (default: ../shared/data)")
+    parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
+    parser.add_argument("--out", default=str(RESULTS / "ssl_probe.json"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    runs = RESULTS / "ssl_probe_runs"
+    data = ["data=pneumoniamnist", f"data.num_workers={args.workers}"]
+    if args.data_dir:
+        data.append(f"paths.data_dir={args.data_dir}")
+    if args.limit_batches:
+        data.append(f"+trainer.limit_train_batches={args.limit_batches}")
+    common_train = [
+        "experiment=pneumoniamnist", *data, f"data.label_fraction={args.fraction}", f"data.batch_size={args.finetune_batch}",
+        f"task.backbone={args.backbone}", f"trainer.max_epochs={args.finetune_epochs}", "logger=csv",
+    ]
+    records = []
+
+    def record(method: str, mode: str, seed: int, metrics: dict, pretrain_seconds: float | None) -> None:
+        records.append({
+            "method": method, "mode": mode, "seed": seed, "auc": metrics["test/auc"], "acc": metrics["test/acc"],
+            "pretrain_seconds": pretrain_seconds, "train_seconds": metrics["train_seconds"],
+            "labeled_images": metrics["labeled_images"], "val_images": metrics["val_images"],
+        })
+        print(f"{method:>8} {mode:>12} seed {seed}: AUC {metrics['test/auc']:.4f} ACC {metrics['test/acc']:.4f}", flush=True)
+
+    for seed in args.seeds:
+        metrics = run(train, "train", [*common_train, f"seed={seed}"], runs / f"scratch-{seed}")
+        record("none", "scratch", seed, metrics, None)
+    for method in args.methods:
+        pre = run(
+            pretrain,
+            "pretrain",
+            [f"ssl={method}", *data, f"ssl.backbone={args.backbone}", "data.pretrain_views.size=28",
+             f"data.batch_size={args.pretrain_batch}", f"trainer.max_epochs={args.pretrain_epochs}",
+             f"data.label_fraction={args.fraction}"],  # labels only for online kNN monitoring
+            runs / f"pretrain-{method}",
+        )
+        print(f"{method}: pretrained {pre['epochs']} epochs in {pre['pretrain_seconds']:.0f} s", flush=True)
+        for seed in args.seeds:
+            for mode, extra in (("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])):
+                overrides = [*common_train, f"seed={seed}", f"task.pretrained={runs / f'pretrain-{method}'}", *extra]
+                metrics = run(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
+                record(method, mode, seed, metrics, pre["pretrain_seconds"])
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
+    print("\n| method | mode | test AUC (mean ± std) | test ACC (mean ± std) |\n|---|---|---|---|")
+    groups = sorted({(r["method"], r["mode"]) for r in records})
+    for method, mode in groups:
+        rows = [r for r in records if (r["method"], r["mode"]) == (method, mode)]
+        auc, acc = [r["auc"] for r in rows], [r["acc"] for r in rows]
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        print(f"| {method} | {mode} | {statistics.mean(auc):.4f} ± {sd(auc):.4f} | {statistics.mean(acc):.4f} ± {sd(acc):.4f} |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
