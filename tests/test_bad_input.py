@@ -93,6 +93,30 @@ def test_csv_row_with_missing_label_or_file(tmp_path):
         ImageFolderSource(str(tmp_path)).load()
 
 
+def test_csv_missing_rows_for_images_in_the_folder(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        write_png(tmp_path / name, np.zeros((8, 8), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,label\na.png,0\nb.png,1\n")
+    with pytest.raises(WorkbenchError, match=r"labels\.csv: 1 image\(s\) under .* have no row \(e\.g\. .*c\.png\)"):
+        ImageFolderSource(str(tmp_path)).load()
+    data = ImageFolderSource(str(tmp_path), allow_unlisted=True, val_split=0.0, test_split=0.0).load()
+    assert len(data.splits["train"]) == 2
+
+
+def test_skipped_archive_files_are_counted_in_the_run_directory(tmp_path):
+    archive = tmp_path / "archive"
+    write_png(archive / "good.png", np.zeros((8, 8), np.uint8))
+    (archive / "bad.png").write_text("not a png")
+    (archive / "bad.dcm").write_bytes(b"nope")
+    dm = MedicalDataModule(ArchiveSource(str(archive), on_bad_file="skip"), output_dir=str(tmp_path / "run"))
+    dm.setup()
+    import json
+
+    record = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert record["skipped_count"] == 2 and len(record["skipped_files"]) == 2
+    assert any("bad.dcm" in line for line in record["skipped_files"])
+
+
 def test_datalist_path_escaping_its_root(tmp_path):
     (tmp_path / "root").mkdir()
     write_nifti(tmp_path / "outside.nii.gz", np.zeros((4, 4, 4), np.float32))

@@ -169,6 +169,7 @@ class MedicalDataModule(pl.LightningDataModule):
             "class_counts": {name: class_counts(self.views[name]) for name in ("labeled", "val", "test")},
             "labeled_ids": [r["id"] for r in self.views["labeled"]],
             "val_ids": [r["id"] for r in self.views["val"]],
+            "skipped_count": len(data.extra.get("skipped_files", [])),
             "skipped_files": data.extra.get("skipped_files", []),
         }
 

@@ -15,6 +15,7 @@ import numpy as np
 from workbench.data.files import existing_dir, existing_file, inside_root, probe_channels
 from workbench.data.source import SourceData, check_class_labels
 from workbench.data.splits import partition
+from workbench.data.transforms import PICTURE_SUFFIXES
 from workbench.errors import WorkbenchError
 
 
@@ -31,6 +32,7 @@ class ImageFolderSource:
         val_split: float = 0.15,
         test_split: float = 0.15,
         split_seed: int = 0,
+        allow_unlisted: bool = False,
     ) -> None:
         self.root = root
         self.csv_file = csv_file
@@ -42,6 +44,7 @@ class ImageFolderSource:
         self.val_split = val_split
         self.test_split = test_split
         self.split_seed = split_seed
+        self.allow_unlisted = allow_unlisted
 
     def _rows(self, csv_path: Path) -> list[dict[str, str]]:
         with open(csv_path, newline="") as f:
@@ -51,6 +54,17 @@ class ImageFolderSource:
                 if needed not in columns:
                     raise WorkbenchError(f"{csv_path}: no column '{needed}' (found {columns})")
             return list(reader)
+
+    @staticmethod
+    def _check_every_image_listed(root: Path, csv_path: Path, listed: set[str]) -> None:
+        """An image in the folder without a CSV row is a missing row, not an unlabeled image."""
+        images = {str(p.resolve()) for p in root.rglob("*") if p.suffix.lower() in PICTURE_SUFFIXES}
+        unlisted = sorted(images - listed)
+        if unlisted:
+            raise WorkbenchError(
+                f"{csv_path}: {len(unlisted)} image(s) under {root} have no row (e.g. {unlisted[0]}); expected one row "
+                "per image (set data.source.allow_unlisted=true to ignore them)"
+            )
 
     def load(self) -> SourceData:
         root = existing_dir(self.root, "image folder")
@@ -74,6 +88,8 @@ class ImageFolderSource:
                 record["patient"] = row[self.patient_column]
             records.append(record)
             official.append((row.get(self.split_column) or "").strip().lower() if self.split_column else "")
+        if not self.allow_unlisted:
+            self._check_every_image_listed(root, csv_path, {r["image"] for r in records})
         num_classes = self.num_classes or max(r["label"] for r in records) + 1
         check_class_labels(np.array([r["label"] for r in records]), num_classes, str(csv_path))
         if any(official):
