@@ -13,10 +13,10 @@ def existing_dir(path: str, what: str) -> Path:
     return p
 
 
-def existing_file(path: str | Path, what: str) -> Path:
+def existing_file(path: str | Path, what: str, expected: str = "a file") -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise WorkbenchError(f"{p}: {what} not found (expected a file)")
+        raise WorkbenchError(f"{p}: {what} not found (expected {expected})")
     return p
 
 

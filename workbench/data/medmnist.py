@@ -7,10 +7,9 @@ supported yet and are refused).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from workbench.data.files import existing_file
 from workbench.data.source import SourceData, check_class_labels
 from workbench.errors import WorkbenchError
 
@@ -24,9 +23,7 @@ class MedMNISTSource:
         self.num_classes = num_classes
 
     def _open(self) -> dict[str, np.ndarray]:
-        path = Path(self.path).expanduser()
-        if not path.is_file():
-            raise WorkbenchError(f"{path}: MedMNIST file not found (expected a .npz file)")
+        path = existing_file(self.path, "MedMNIST file", "a .npz file")
         try:
             with np.load(path) as npz:
                 arrays = {k: npz[k] for k in npz.files}

@@ -27,11 +27,6 @@ class SourceData:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def from_files(self) -> bool:
-        """Whether images are paths read lazily (else arrays already in memory)."""
-        return isinstance(self.splits["train"][0]["image"], str)
-
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise WorkbenchError(f"source task '{self.task}': expected one of {TASKS}")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from workbench.data.files import existing_file
 from workbench.errors import WorkbenchError
 
 DESCRIBING_KEYS = ("backbone", "net", "spatial_dims", "in_channels", "num_classes")
@@ -16,9 +17,7 @@ DESCRIBING_KEYS = ("backbone", "net", "spatial_dims", "in_channels", "num_classe
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint as a dict, loaded without unpickling arbitrary objects."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WorkbenchError(f"{path}: checkpoint not found (expected a .ckpt file)")
+    path = existing_file(path, "checkpoint", "a .ckpt file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

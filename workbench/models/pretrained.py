@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from workbench.data.files import existing_file
 from workbench.errors import WorkbenchError
 from workbench.io import write_json_atomic
 
@@ -36,10 +37,8 @@ def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any
     path = Path(path).expanduser()
     weights = path / "backbone.pt" if path.is_dir() else path
     meta_path = weights.with_suffix(".json")
-    if not weights.is_file():
-        raise WorkbenchError(f"{weights}: pretrained backbone not found (expected backbone.pt from workbench pretrain)")
-    if not meta_path.is_file():
-        raise WorkbenchError(f"{meta_path}: provenance file missing (expected beside {weights.name})")
+    existing_file(weights, "pretrained backbone", "backbone.pt from workbench pretrain")
+    existing_file(meta_path, "provenance file", f"backbone.json beside {weights.name}")
     meta = json.loads(meta_path.read_text())
     wrong = [f"{k}={meta.get(k)!r} (expected {expected[k]!r})" for k in MUST_MATCH if k in expected and meta.get(k) != expected[k]]
     if wrong:
