@@ -136,3 +136,10 @@ def test_views_shapes_multicrop_and_channels(dims):
     assert not torch.equal(views[0], views[1])  # independent draws
     mv.set_random_state(0)
     assert all(torch.equal(a, b) for a, b in zip(views, mv({"image": x})["views"]))
+
+
+def test_backbone_of_another_width_is_refused(tmp_path):
+    SimCLR(in_channels=1, backbone="resnet18", width=0.5).export(tmp_path)
+    assert ClassificationTask(in_channels=1, num_classes=2, width=0.5, pretrained=str(tmp_path)).backbone is not None
+    with pytest.raises(WorkbenchError, match=r"width=0.5 \(expected 1.0\)"):
+        ClassificationTask(in_channels=1, num_classes=2, pretrained=str(tmp_path))

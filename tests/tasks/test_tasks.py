@@ -61,3 +61,20 @@ def test_models_output_shapes():
     assert seg(torch.randn(1, 2, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     with pytest.raises(WorkbenchError, match="backbone 'vgg'"):
         ClassificationTask(in_channels=1, num_classes=2, backbone="vgg")
+
+
+@pytest.mark.parametrize("name, spatial_dims, full_dim", [("resnet18", 2, 512), ("resnet18", 3, 512), ("densenet121", 2, 1024)])
+def test_width_narrows_the_backbone(name, spatial_dims, full_dim):
+    from workbench.models.backbones import build_backbone
+
+    full, dim = build_backbone(name, spatial_dims, 1)
+    half, half_dim = build_backbone(name, spatial_dims, 1, width=0.5)
+    assert dim == full_dim and half_dim == full_dim // 2
+    x = torch.randn(2, 1, *[16] * spatial_dims)
+    assert half(x).shape == (2, half_dim)
+    n = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert n(half) < 0.3 * n(full)  # channels halve, so weights shrink about 4x
+    with pytest.raises(WorkbenchError, match=r"width=0: expected a channel multiplier"):
+        build_backbone(name, spatial_dims, 1, width=0)
+    with pytest.raises(WorkbenchError, match="fixed width"):
+        build_backbone("vit_tiny", 2, 1, width=0.5)

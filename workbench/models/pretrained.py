@@ -16,7 +16,8 @@ from workbench.data.files import existing_file
 from workbench.errors import WorkbenchError
 from workbench.io import write_json_atomic
 
-MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input")
+MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width")
+DEFAULTS = {"width": 1.0}  # what a backbone.json written before the key existed means
 
 
 def export_backbone(backbone: nn.Module, directory: str | Path, provenance: dict[str, Any]) -> Path:
@@ -40,7 +41,7 @@ def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any
     existing_file(weights, "pretrained backbone", "backbone.pt from workbench pretrain")
     existing_file(meta_path, "provenance file", f"backbone.json beside {weights.name}")
     meta = json.loads(meta_path.read_text())
-    wrong = [f"{k}={meta.get(k)!r} (expected {expected[k]!r})" for k in MUST_MATCH if k in expected and meta.get(k) != expected[k]]
+    wrong = [f"{k}={meta.get(k)!r} (expected {expected[k]!r})" for k in MUST_MATCH if k in expected and meta.get(k, DEFAULTS.get(k)) != expected[k]]
     if wrong:
         raise WorkbenchError(f"{weights}: pretrained backbone does not fit: {', '.join(wrong)}")
     try:

@@ -36,6 +36,7 @@ class SSLMethod(pl.LightningModule):
         backbone: str = "resnet18",
         small_input: bool = True,
         image_size: int = 32,
+        width: float = 1.0,
         optimizer: str = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -46,7 +47,7 @@ class SSLMethod(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.backbone, self.feature_dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size)
+        self.backbone, self.feature_dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size, width)
         self._features: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._max_steps = 1
 
@@ -118,6 +119,7 @@ class SSLMethod(pl.LightningModule):
             "in_channels": hp.in_channels,
             "small_input": hp.small_input,
             "image_size": hp.image_size,
+            "width": hp.width,
             "feature_dim": self.feature_dim,
             "epochs": self.current_epoch,
             "steps": self.global_step,

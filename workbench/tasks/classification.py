@@ -31,6 +31,7 @@ class ClassificationTask(EvaluatedTask):
         spatial_dims: int = 2,
         backbone: str = "resnet18",
         small_input: bool = True,
+        width: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
@@ -47,9 +48,11 @@ class ClassificationTask(EvaluatedTask):
         if threshold != "val" and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
         self.save_hyperparameters()
-        self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size)
+        self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size, width)
         if pretrained:
-            expected = {"backbone": backbone, "spatial_dims": spatial_dims, "in_channels": in_channels, "small_input": small_input}
+            expected = {
+                "backbone": backbone, "spatial_dims": spatial_dims, "in_channels": in_channels, "small_input": small_input, "width": width
+            }
             load_backbone(self.backbone, pretrained, expected)
         if freeze_backbone:  # a linear probe: only the head learns
             if not pretrained:
