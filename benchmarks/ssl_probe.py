@@ -26,21 +26,38 @@ import statistics
 import warnings
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from workbench.config_path import config_dir
 from workbench.pretrain import pretrain
+from workbench.runs import redact_secrets
 from workbench.train import train
 
 RESULTS = Path(__file__).parent / "results"
 
 
+def set_keys(tree):
+    """The config without null-valued keys: a key added later with a null default changes nothing."""
+    if isinstance(tree, dict):
+        return {k: set_keys(v) for k, v in tree.items() if v is not None}
+    return [set_keys(v) for v in tree] if isinstance(tree, list) else tree
+
+
 def run(command, config_name: str, overrides: list[str], output_dir: Path) -> dict:
+    """Runs one stage, or reuses it when `output_dir` already holds the metrics.json of a finished
+    run of exactly this configuration (so a stopped benchmark resumes where it stopped)."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+    done, saved = output_dir / "metrics.json", output_dir / "config.yaml"
+    if done.is_file() and saved.is_file() and set_keys(yaml.safe_load(saved.read_text())) == set_keys(
+        redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+    ):
+        print(f"reusing {output_dir}", flush=True)
+        return json.loads(done.read_text())
     return command(cfg)
 
 

@@ -36,7 +36,8 @@ def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.Lightnin
     set_environment_defaults()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg[model_key], **datamodule.task_kwargs())
+    # Plain lists and dicts in the hyperparameters, so checkpoints load with weights_only=True.
+    model = instantiate(cfg[model_key], _convert_="all", **datamodule.task_kwargs())
     if model.data_task not in ("pretrain", datamodule.data.task):  # pretraining takes any images
         raise WorkbenchError(
             f"task={type(model).__name__} needs {model.data_task} data, but data={datamodule.data.description} "

@@ -11,6 +11,13 @@
   `pretrain_views` (a multi-view transform) is set: self-supervised training then draws from
   it, and validation yields the labeled and val views for online evaluation.
 The chosen ids are written to `split.json` in the run directory.
+
+Training batches come from the labeled view, except: with `pretrain_views`, from the pretrain
+view; with `unlabeled_ratio` (semi-supervised: unlabeled images per labeled image in a batch,
+FixMatch's mu), as {"labeled": batch, "unlabeled": batch},
+one pass over the unlabeled view per epoch with the labeled view cycled (`unlabeled_views`, e.g.
+weak and strong augmentations, then replaces the unlabeled view's own augmentation); with
+`episodes` (few-shot), as N-way K-shot episodes of the labeled view.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from typing import Any
 import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
+from pytorch_lightning.utilities import CombinedLoader
 
+from workbench.data.episodes import EpisodeSampler
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
 from workbench.data.transforms import build_transforms, strip_label
@@ -73,6 +82,9 @@ class MedicalDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         unlabeled_source: Any = None,
         pretrain_views: Callable | None = None,
+        unlabeled_ratio: float | None = None,
+        unlabeled_views: Callable | None = None,
+        episodes: dict[str, int] | None = None,
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -97,6 +109,9 @@ class MedicalDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.unlabeled_source = unlabeled_source
         self.pretrain_views = pretrain_views
+        self.unlabeled_ratio = unlabeled_ratio
+        self.unlabeled_views = unlabeled_views
+        self.episodes = dict(episodes) if episodes else None
         self.output_dir = output_dir
         self.data: SourceData | None = None
         self.views: dict[str, list[dict[str, Any]]] = {}
@@ -188,21 +203,22 @@ class MedicalDataModule(pl.LightningDataModule):
         train = view in ("labeled", "unlabeled") if train is None else train
         records = self.views[view]
         task = "unlabeled" if view in ("unlabeled", "pretrain") else data.task
+        views = self.pretrain_views if view == "pretrain" else self.unlabeled_views if view == "unlabeled" and train else None
         transform = build_transforms(
             task=task,
             spatial_dims=data.spatial_dims,
             num_classes=data.num_classes,
-            train=train,
+            train=train and views is None,  # multi-view transforms bring their own augmentation
             image_size=self.image_size,
             intensity_mode=self.intensity_mode,
             intensity_range=self.intensity_range or data.extra.get("intensity_range"),
             binarize_mask=self.binarize_mask,
             augment=self.augment,
         )
-        if view == "pretrain":
-            if self.pretrain_views is None:
-                raise WorkbenchError("the 'pretrain' view needs data.pretrain_views (a multi-view transform)")
-            transform = Compose([transform, self.pretrain_views])
+        if view == "pretrain" and views is None:
+            raise WorkbenchError("the 'pretrain' view needs data.pretrain_views (a multi-view transform)")
+        if views is not None:
+            transform = Compose([transform, views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
             if from_files and self.cache == "memory":
@@ -230,7 +246,24 @@ class MedicalDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.pretrain_views is not None:
             return self._loader("pretrain", shuffle=True, batch_size=self.batch_size, drop_last=True)
-        return self._loader("labeled", shuffle=True, batch_size=self.batch_size)
+        if self.episodes:
+            return self.episode_dataloader()
+        labeled = self._loader("labeled", shuffle=True, batch_size=self.batch_size)
+        if self.unlabeled_ratio:
+            size = max(1, round(self.unlabeled_ratio * self.batch_size))
+            unlabeled = self._loader("unlabeled", shuffle=True, batch_size=size, drop_last=True)
+            return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
+        return labeled
+
+    def episode_dataloader(self) -> DataLoader:
+        """`episodes`: n_way, k_shot, n_query and per_epoch (episodes per epoch)."""
+        spec = self.episodes or {}
+        expected = {"n_way", "k_shot", "n_query", "per_epoch"}
+        if set(spec) != expected:
+            raise WorkbenchError(f"data.episodes={spec}: expected exactly the keys {sorted(expected)}")
+        labels = [int(r["label"]) for r in self.views["labeled"]]
+        sampler = EpisodeSampler(labels, spec["n_way"], spec["k_shot"], spec["n_query"], spec["per_epoch"], self.split_seed)
+        return DataLoader(self.dataset("labeled"), batch_sampler=sampler, num_workers=self.num_workers)
 
     def unlabeled_dataloader(self) -> DataLoader:
         return self._loader("unlabeled", shuffle=True, batch_size=self.batch_size)

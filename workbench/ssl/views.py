@@ -76,11 +76,12 @@ def view_transform(spec: ViewSpec, spatial_dims: int) -> Compose:
 
 
 class MultiViewd(MapTransform, Randomizable):
-    """{"image": x} -> {"views": [v1, v2, ...]}: each view an independent draw of its spec."""
+    """{"image": x} -> {"views": [t1(x), t2(x), ...]}: each view an independent random draw.
+    Semi-supervised learning reuses it for its weak and strong views."""
 
-    def __init__(self, specs: Sequence[ViewSpec], spatial_dims: int) -> None:
+    def __init__(self, transforms: Sequence[Compose]) -> None:
         super().__init__(keys=["image"])
-        self.transforms = [view_transform(spec, spatial_dims) for spec in specs]
+        self.transforms = list(transforms)
 
     def set_random_state(self, seed: int | None = None, state: Any = None) -> MultiViewd:
         super().set_random_state(seed, state)
@@ -115,4 +116,4 @@ def multi_view(
     common = dict(flip=flip, affine=affine, elastic=elastic, intensity=intensity, blur=blur, noise=noise)
     specs = [ViewSpec(size, tuple(crop_scale), **common) for _ in range(n_global)]
     specs += [ViewSpec(local_size or max(8, size // 2), tuple(local_crop_scale), **common) for _ in range(n_local)]
-    return MultiViewd(specs, spatial_dims)
+    return MultiViewd([view_transform(spec, spatial_dims) for spec in specs])

@@ -76,9 +76,14 @@ class ClassificationTask(EvaluatedTask):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
+    def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for validation and test; methods with an EMA teacher evaluate the teacher."""
+        return self(x)
+
     def _eval_step(self, batch: dict, stage: str) -> None:
-        logits = self(batch["image"])
-        target = batch["label"].long()
+        self._update_scores(stage, self.evaluate_logits(batch["image"]), batch["label"].long())
+
+    def _update_scores(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
         loss = F.cross_entropy(logits, target)
         self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(logits))
         self.scores[stage].update(logits.softmax(1).float())

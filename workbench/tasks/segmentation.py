@@ -49,13 +49,18 @@ class SegmentationTask(EvaluatedTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network validation and test use; methods with an EMA teacher evaluate the teacher."""
+        return self.net
+
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for whole images; sliding windows of `roi_size` when set."""
         if self.hparams.roi_size:
             return sliding_window_inference(
-                x, list(self.hparams.roi_size), self.hparams.sw_batch_size, self.net, overlap=self.hparams.overlap
+                x, list(self.hparams.roi_size), self.hparams.sw_batch_size, self.eval_net, overlap=self.hparams.overlap
             )
-        return self.net(x)
+        return self.eval_net(x)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["label"])

@@ -1,0 +1,147 @@
+"""Semi-supervised and few-shot methods: each takes real training steps on phantoms through the
+`train` function the command runs; their losses, masks, thresholds, EMA updates and episodes are
+checked on constructed inputs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tests.conftest import compose_train
+from workbench.data.episodes import EpisodeSampler
+from workbench.errors import WorkbenchError
+from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
+from workbench.semi.cps import cross_pseudo_loss
+from workbench.semi.fixmatch import fixmatch_unlabeled_loss
+from workbench.semi.freematch import freematch_mask, update_thresholds
+from workbench.semi.protonet import class_prototypes, episode_accuracy
+from workbench.semi.ua_mt import uncertainty_masked_mse
+from workbench.train import train
+
+TINY_2D = ["data.source.num_train=40", "data.source.num_val=8", "data.source.num_test=8", "data.label_fraction=0.25", "data.batch_size=4"]
+TINY_3D = ["data=phantom3d", "data.source.size=16", "data.source.num_train=8", "data.source.num_val=2", "data.source.num_test=2",
+           "data.label_fraction=0.5", "data.batch_size=2", "task.channels=[8,16,32]"]
+STEPS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["task=fixmatch", "task.backbone=resnet18", "task.width=0.25", *TINY_2D],
+        ["task=freematch", "task.width=0.25", *TINY_2D],
+        ["task=mean_teacher", "task.width=0.25", *TINY_2D],
+        ["task=seg_mean_teacher", "task.channels=[8,16,32]", *TINY_2D],
+        ["task=ua_mt", "task.channels=[8,16,32]", *TINY_2D],
+        ["task=cps", "task.channels=[8,16,32]", *TINY_2D],
+        ["task=seg_mean_teacher", *TINY_3D],
+        ["task=cps", *TINY_3D, "task.roi_size=[16,16,16]"],
+        ["task=protonet", "task.width=0.25", "data.source.num_train=40", "data.source.num_val=8", "data.source.num_test=16",
+         "task.eval_episodes=20", "data.episodes.n_query=2", "data.episodes.k_shot=2", "data.k_shot=6"],
+    ],
+    ids=["fixmatch", "freematch", "mean-teacher", "seg-mt-2d", "ua-mt-2d", "cps-2d", "seg-mt-3d", "cps-3d", "protonet"],
+)
+def test_every_method_trains_on_phantoms(tmp_path, overrides):
+    cfg = compose_train([*overrides, *STEPS], tmp_path)
+    metrics = train(cfg)
+    assert metrics["steps"] == 2
+    history = (tmp_path / "metrics.csv").read_text()
+    assert "train/loss" in history
+    if "task=protonet" in overrides:
+        assert 0.0 <= metrics["test/episode_acc"] <= 1.0 and metrics["test/episode_acc_ci95"] >= 0.0
+    elif overrides[0] in ("task=fixmatch", "task=freematch", "task=mean_teacher"):
+        assert "train/unsup_loss" in history and 0.0 <= metrics["test/acc"] <= 1.0
+    else:
+        assert "train/unsup_loss" in history and 0.0 <= metrics["test/dice"] <= 1.0
+
+
+def test_semi_supervised_task_without_unlabeled_batches_is_refused(tmp_path):
+    cfg = compose_train(["task=fixmatch", "data.unlabeled_ratio=null", *TINY_2D, *STEPS], tmp_path)
+    with pytest.raises(WorkbenchError, match="needs labeled and unlabeled batches: set data.unlabeled_ratio"):
+        train(cfg)
+
+
+def test_fixmatch_masks_low_confidence_pseudo_labels():
+    # Rows: confident class 1 (p=0.99), unsure (p=0.6), confident class 0 (p=0.97).
+    p = torch.tensor([[0.01, 0.99], [0.4, 0.6], [0.97, 0.03]])
+    logits_weak = p.log()
+    logits_strong = torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    loss, mask = fixmatch_unlabeled_loss(logits_weak, logits_strong, threshold=0.95)
+    assert mask.tolist() == [1.0, 0.0, 1.0]
+    expected = (F.cross_entropy(logits_strong[0:1], torch.tensor([1])) + F.cross_entropy(logits_strong[2:3], torch.tensor([0]))) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert logits_strong.grad[1].abs().sum() == 0  # the unsure item teaches nothing
+
+
+def test_freematch_thresholds_adapt_per_class():
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+    conf, cls = update_thresholds(probs, torch.tensor(0.5), torch.tensor([0.5, 0.5]), momentum=0.5)
+    assert conf.item() == pytest.approx(0.5 * 0.5 + 0.5 * (0.9 + 0.8 + 0.7) / 3)
+    assert cls.tolist() == pytest.approx([0.5 * 0.5 + 0.5 * 2.0 / 3, 0.5 * 0.5 + 0.5 * 1.0 / 3])
+    mask, pseudo = freematch_mask(probs, conf, cls)
+    # class 0 threshold = conf (it is the most predicted); class 1's is scaled down by 0.4167/0.5833
+    assert pseudo.tolist() == [0, 0, 1]
+    assert mask.tolist() == [1.0, 1.0, 1.0]
+    mask, _ = freematch_mask(probs, torch.tensor(0.85), cls)
+    assert mask.tolist() == [1.0, 0.0, 1.0]  # 0.8 < 0.85 for class 0; class 1 needs 0.85 * 5/7 = 0.607
+
+
+def test_ema_teacher_update_is_the_weighted_average():
+    student = nn.Linear(3, 2)
+    teacher = EMATeacher(student)
+    before = teacher.model.weight.clone()
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    teacher.update(student, decay=0.9)
+    assert torch.allclose(teacher.model.weight, 0.9 * before + 0.1 * student.weight)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert ema_decay(0, 0.99) == 0.0 and ema_decay(1, 0.99) == 0.5 and ema_decay(10_000, 0.99) == 0.99
+    assert sigmoid_rampup(0.0) == pytest.approx(math.exp(-5)) and sigmoid_rampup(1.0) == 1.0
+
+
+def test_uncertainty_mask_keeps_only_confident_voxels():
+    teacher = torch.tensor([[[[0.99, 0.5]], [[0.01, 0.5]]]])  # (1, 2 classes, 1, 2): certain, then maximally unsure
+    student = torch.zeros(1, 2, 1, 2)  # softmax 0.5 / 0.5 everywhere
+    loss, mask = uncertainty_masked_mse(student, teacher, threshold=0.75 * math.log(2))
+    assert mask.flatten().tolist() == [1.0, 0.0]
+    assert loss.item() == pytest.approx(((0.5 - 0.99) ** 2 + (0.5 - 0.01) ** 2) / 2, rel=1e-5)
+
+
+def test_cross_pseudo_loss_uses_the_other_networks_argmax():
+    a = torch.tensor([[[2.0]], [[0.0]]]).unsqueeze(0)  # predicts class 0
+    b = torch.tensor([[[0.0]], [[1.0]]]).unsqueeze(0)  # predicts class 1
+    expected = F.cross_entropy(a, torch.tensor([[[1]]])) + F.cross_entropy(b, torch.tensor([[[0]]]))
+    assert cross_pseudo_loss(a, b).item() == pytest.approx(expected.item())
+
+
+def test_episode_sampler_returns_disjoint_support_and_query():
+    labels = [0] * 10 + [1] * 8 + [2] * 3  # class 2 is too small for 3 + 2 items
+    sampler = EpisodeSampler(labels, n_way=2, k_shot=3, n_query=2, episodes=5, seed=1)
+    episodes = list(sampler)
+    assert len(episodes) == 5
+    for idx in episodes:
+        support, query = idx[:6], idx[6:]
+        assert len(support) == 2 * 3 and len(query) == 2 * 2
+        assert not set(support) & set(query) and len(set(idx)) == len(idx)
+        assert [labels[i] for i in support] == [0, 0, 0, 1, 1, 1]
+        assert [labels[i] for i in query] == [0, 0, 1, 1]
+    assert list(EpisodeSampler(labels, 2, 3, 2, 5, seed=1)) == episodes  # seeded
+    with pytest.raises(WorkbenchError, match="3-way 3-shot with 2 queries needs 3 classes with at least 5 items"):
+        EpisodeSampler(labels, n_way=3, k_shot=3, n_query=2, episodes=1)
+
+
+def test_prototypes_and_episode_accuracy_on_separable_features():
+    features = torch.tensor([[0.0, 0.0], [0.0, 0.2], [5.0, 5.0], [5.2, 5.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert torch.allclose(class_prototypes(features, labels, 2), torch.tensor([[0.0, 0.1], [5.1, 5.0]]))
+    with pytest.raises(WorkbenchError, match=r"classes \[2\] have no labeled images"):
+        class_prototypes(features, labels, 3)
+    clusters = torch.cat([torch.randn(20, 4) * 0.1, torch.randn(20, 4) * 0.1 + 3.0])
+    acc, ci = episode_accuracy(clusters, torch.tensor([0] * 20 + [1] * 20), 2, 3, 4, episodes=30)
+    assert acc == 1.0 and ci == 0.0
+    acc, ci = episode_accuracy(torch.randn(40, 4), torch.tensor([0, 1] * 20), 2, 3, 4, episodes=200)
+    assert 0.35 < acc < 0.65 and 0.0 < ci < 0.05  # random features: chance, with a narrow interval
