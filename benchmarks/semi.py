@@ -4,7 +4,9 @@ PneumoniaMNIST (`--dataset pneumoniamnist`): `--fraction` of the training labels
 images, stratified), the rest of the training images unlabeled; model selection and the decision
 threshold use a stratified subset of the official val split at the same fraction (val loss, see
 ssl_probe.py); the test split is scored once, at the end. Methods: supervised, fixmatch,
-freematch, mean_teacher.
+freematch, mean_teacher. CPU budget: a semi-supervised run takes `--epochs` x
+`--steps-per-epoch` steps (8 x 50) of 16 labeled + 32 unlabeled images; the supervised baseline
+130 epochs of 3 steps, about as many steps.
 
 ISBI 2012 EM membranes (`--dataset isbi2012`): per seed, 3 labeled training images, 6 held out
 for testing, the other 21 training images and the 30 unlabeled test-folder images unlabeled.
@@ -12,7 +14,7 @@ There is no labeled image left for model selection, so the last step is scored; 
 trains for the same number of optimizer steps. Images are resized to `--seg-size` px for CPU
 budgets. Methods: supervised, seg_mean_teacher, cps.
 
-    python benchmarks/semi.py --dataset pneumoniamnist isbi2012 --seeds 0 1 2 --width 0.5 --workers 1
+    python benchmarks/semi.py --dataset pneumoniamnist isbi2012 --seeds 0 1 2 --width 0.25 --workers 1
 
 Writes benchmarks/results/semi.json (one record per dataset, method and seed, with auc/acc or
 dice) and prints mean ± std per dataset and method. Runs go under benchmarks/results/semi_runs/.
@@ -72,10 +74,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None, help="default: every method of the dataset")
     parser.add_argument("--fraction", type=float, default=0.01)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 channel multiplier (classification)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (one pass over the unlabeled images each)")
-    parser.add_argument("--supervised-epochs", type=int, default=40, help="epochs of the supervised baseline (47 images each)")
-    parser.add_argument("--seg-steps", type=int, default=600, help="optimizer steps of every segmentation run")
+    parser.add_argument("--width", type=float, default=0.25, help="ResNet-18 channel multiplier (classification)")
+    parser.add_argument("--epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=50, help="semi-supervised steps between validations")
+    parser.add_argument("--unlabeled-ratio", type=float, default=2, help="unlabeled images per labeled one in a batch (mu)")
+    parser.add_argument("--supervised-epochs", type=int, default=130, help="supervised epochs (3 steps of the 47 images each)")
+    parser.add_argument("--seg-steps", type=int, default=300, help="optimizer steps of every segmentation run")
     parser.add_argument("--seg-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -87,6 +91,7 @@ def main() -> None:
     common = [f"paths.data_dir={args.data_dir}", f"data.num_workers={args.workers}", "logger=csv"]
     if args.limit_batches:
         common.append(f"+trainer.limit_train_batches={args.limit_batches}")
+    semi_steps = [] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"]
     records = []
     for dataset in args.dataset:
         methods = CLASSIFICATION if dataset == "pneumoniamnist" else SEGMENTATION
@@ -100,6 +105,7 @@ def main() -> None:
                         "data=pneumoniamnist", f"task={methods[method]}", f"data.label_fraction={args.fraction}",
                         "data.batch_size=16", f"task.width={args.width}", "monitor.metric=val/loss", "monitor.mode=min",
                         f"trainer.max_epochs={args.supervised_epochs if method == 'supervised' else args.epochs}",
+                        *([] if method == "supervised" else [f"data.unlabeled_ratio={args.unlabeled_ratio}", *semi_steps]),
                     ]
                 else:
                     datalist, unlabeled = isbi_split(Path(args.data_dir), seed, runs / dataset / f"split-{seed}")

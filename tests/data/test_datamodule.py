@@ -70,3 +70,31 @@ def test_intensity_modes_on_16_bit_data():
     multi = {"image": np.stack([image[0], image[0] * 2]), "id": "y"}
     t = build_transforms(task="unlabeled", spatial_dims=2, num_classes=0, train=True, image_size=4, augment={"flip": True, "affine": True, "noise": True, "contrast": True})
     assert t(multi)["image"].shape == (2, 4, 4)  # channels kept, no RGB assumption
+
+
+def test_semi_supervised_batches_pair_labeled_and_unlabeled_views():
+    from workbench.semi.views import weak_strong
+
+    dm = MedicalDataModule(phantom(), label_fraction=0.1, batch_size=4, unlabeled_ratio=2, unlabeled_views=weak_strong(2, cutout=6))
+    dm.setup()
+    loader = dm.train_dataloader()
+    batches = [batch for batch, _, _ in loader]  # CombinedLoader yields (batch, index, loader index)
+    assert len(batches) == 90 // 8  # one pass over the unlabeled view (batches of 2 x 4, last partial dropped)
+    batch = batches[0]
+    assert batch["labeled"]["image"].shape == (4, 1, 32, 32) and batch["labeled"]["label"].shape == (4,)
+    weak, strong = batch["unlabeled"]["views"]
+    assert weak.shape == strong.shape == (8, 1, 32, 32)
+    assert "label" not in batch["unlabeled"]
+    assert not torch.allclose(weak, strong)
+    # the strong view's cutout blanks a 6 x 6 square in every image
+    assert all(((s == 0).sum() >= 36) for s in strong)
+
+
+def test_episodes_come_from_the_labeled_view():
+    dm = MedicalDataModule(phantom(), k_shot=6, episodes={"n_way": 2, "k_shot": 2, "n_query": 3, "per_epoch": 4})
+    dm.setup()
+    episodes = list(dm.train_dataloader())
+    assert len(episodes) == 4
+    assert episodes[0]["label"].tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]
+    labeled = {r["id"] for r in dm.views["labeled"]}
+    assert all(i in labeled for e in episodes for i in e["id"])

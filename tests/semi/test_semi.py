@@ -145,3 +145,16 @@ def test_prototypes_and_episode_accuracy_on_separable_features():
     assert acc == 1.0 and ci == 0.0
     acc, ci = episode_accuracy(torch.randn(40, 4), torch.tensor([0, 1] * 20), 2, 3, 4, episodes=200)
     assert 0.35 < acc < 0.65 and 0.0 < ci < 0.05  # random features: chance, with a narrow interval
+
+
+def test_rampup_counts_steps_of_the_real_epoch_length():
+    from types import SimpleNamespace
+
+    from workbench.semi.seg_mean_teacher import MeanTeacherSegmentation
+
+    model = MeanTeacherSegmentation(in_channels=1, num_classes=2, channels=(4, 8), rampup_epochs=5)
+    # max_epochs=-1 under max_steps must not matter: 10 batches an epoch, step 25 of a 50-step ramp
+    model._trainer = SimpleNamespace(num_training_batches=10, global_step=25, max_epochs=-1)
+    assert model.rampup() == pytest.approx(math.exp(-5 * 0.5**2))
+    model._trainer.global_step = 80
+    assert model.rampup() == 1.0

@@ -274,8 +274,12 @@ class MedicalDataModule(pl.LightningDataModule):
             # probe training set) and of the val view, both without augmentation.
             if self.load().task != "classification" or not self.views["labeled"] or not self.views["val"]:
                 return []
-            return [self._loader(v, shuffle=False, batch_size=self.eval_batch_size, train=False) for v in ("labeled", "val")]
-        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+            return [self.eval_dataloader(v) for v in ("labeled", "val")]
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, view: str) -> DataLoader:
+        """Any view in order, without augmentation (prototypes, features, evaluation)."""
+        return self._loader(view, shuffle=False, batch_size=self.eval_batch_size, train=False)

@@ -59,7 +59,9 @@ class SemiSupervised:
         epochs = self.hparams.rampup_epochs
         if not epochs:
             return 1.0
-        steps_per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = self.trainer.num_training_batches  # after limit_train_batches; right under max_steps too
+        if not math.isfinite(steps_per_epoch):
+            raise WorkbenchError("rampup_epochs needs a training loader of known length; set it to 0")
         return sigmoid_rampup(self.global_step / max(1.0, epochs * steps_per_epoch))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

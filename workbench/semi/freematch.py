@@ -43,5 +43,5 @@ class FreeMatch(FixMatch):
         self.global_conf.copy_(global_conf)
         self.class_probs.copy_(class_probs)
         mask, pseudo = freematch_mask(probs, global_conf, class_probs)
-        self.log("train/global_threshold", global_conf, on_step=False, on_epoch=True)
+        self.log("train/global_threshold", global_conf, on_step=False, on_epoch=True, batch_size=len(probs))
         return pseudo_label_loss(logits_strong, pseudo, mask), mask

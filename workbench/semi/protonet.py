@@ -81,10 +81,8 @@ class PrototypicalNetwork(ClassificationTask):
     @torch.no_grad()
     def refresh_prototypes(self) -> None:
         """Prototypes of the whole labeled view, without augmentation, from the current backbone."""
-        dm = self.trainer.datamodule
-        loader = dm._loader("labeled", shuffle=False, batch_size=dm.eval_batch_size, train=False)
         features, labels = [], []
-        for batch in loader:
+        for batch in self.trainer.datamodule.eval_dataloader("labeled"):
             features.append(self.backbone(batch["image"].to(self.device)))
             labels.append(batch["label"].to(self.device))
         self.prototypes.copy_(class_prototypes(torch.cat(features), torch.cat(labels), self.hparams.num_classes))
