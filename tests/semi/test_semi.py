@@ -158,3 +158,19 @@ def test_rampup_counts_steps_of_the_real_epoch_length():
     assert model.rampup() == pytest.approx(math.exp(-5 * 0.5**2))
     model._trainer.global_step = 80
     assert model.rampup() == 1.0
+
+
+def test_k_shot_linear_probe_trains_only_the_head_of_a_pretrained_backbone(tmp_path):
+    from workbench.ssl import SimCLR
+
+    SimCLR(in_channels=1, width=0.25).export(tmp_path / "pre")
+    before = torch.load(tmp_path / "pre" / "backbone.pt", weights_only=True)
+    cfg = compose_train(["task.width=0.25", "data.k_shot=5", f"task.pretrained={tmp_path / 'pre'}", "task.freeze_backbone=true",
+                         "data.batch_size=4", *STEPS], tmp_path / "probe")
+    metrics = train(cfg)
+    assert metrics["labeled_images"] == 10  # 5 per class
+    state = torch.load(metrics["best_checkpoint"], weights_only=True)["state_dict"]
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    assert all(torch.equal(backbone[k], v) for k, v in before.items())  # frozen, batch-norm statistics included
+    head = [v for k, v in state.items() if k.startswith("head.")]
+    assert head and metrics["steps"] == 2
