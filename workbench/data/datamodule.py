@@ -12,12 +12,14 @@
   it, and validation yields the labeled and val views for online evaluation.
 The chosen ids are written to `split.json` in the run directory.
 
-Training batches come from the labeled view, except: with `pretrain_views`, from the pretrain
-view; with `unlabeled_ratio` (semi-supervised: unlabeled images per labeled image in a batch,
-FixMatch's mu), as {"labeled": batch, "unlabeled": batch},
-one pass over the unlabeled view per epoch with the labeled view cycled (`unlabeled_views`, e.g.
-weak and strong augmentations, then replaces the unlabeled view's own augmentation); with
-`episodes` (few-shot), as N-way K-shot episodes of the labeled view.
+Training batches come from the labeled view, except:
+- with `pretrain_views`: from the pretrain view;
+- with `unlabeled_ratio` (semi-supervised; unlabeled images per labeled image in a batch,
+  FixMatch's mu): {"labeled": batch, "unlabeled": batch}, one pass over the unlabeled view per
+  epoch with the labeled view cycled; `unlabeled_views` (e.g. weak and strong augmentations)
+  then replaces the unlabeled view's own augmentation;
+- with `episodes` (few-shot): N-way K-shot episodes of the labeled view (one process; the
+  episode sampler is not split across DDP ranks).
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ class EpisodeSampler(Sampler[list[int]]):
     more than `n_way`; seeded, and a different draw every epoch."""
 
     def __init__(self, labels: Sequence[int], n_way: int, k_shot: int, n_query: int, episodes: int, seed: int = 0) -> None:
-        self.by_class: dict[int, np.ndarray] = {}
+        members: dict[int, list[int]] = {}
         for i, y in enumerate(labels):
-            self.by_class.setdefault(int(y), []).append(i)
-        self.by_class = {c: np.asarray(idx) for c, idx in sorted(self.by_class.items())}
+            members.setdefault(int(y), []).append(i)
+        self.by_class = {c: np.asarray(idx) for c, idx in sorted(members.items())}
         if n_way < 2 or k_shot < 1 or n_query < 1 or episodes < 1:
             raise WorkbenchError(f"episodes: n_way={n_way} k_shot={k_shot} n_query={n_query} episodes={episodes}: expected n_way >= 2, the rest >= 1")
         eligible = [c for c, idx in self.by_class.items() if len(idx) >= k_shot + n_query]

@@ -3,8 +3,9 @@
 `resnet18`/`resnet50`: torchvision's in 2D, MONAI's (same block layout) in 3D and for any
 `width` other than 1 (MONAI's `widen_factor`; torchvision's basic blocks are fixed at 64 wide).
 `densenet121`: MONAI's, 2D or 3D; `width` scales its stem and growth rate.
-`width` < 1 gives a narrower network for CPU budgets: 0.5 trains about 3.5x faster at 28 px. `vit_tiny`/`vit_small`: torchvision's VisionTransformer
-(2D; patch 4 for images up to 64 px, else 16), whose class token is the feature.
+`vit_tiny`/`vit_small`: torchvision's VisionTransformer (2D; patch 4 for images up to 64 px,
+else 16), whose class token is the feature.
+`width` < 1 gives a narrower network for CPU budgets: 0.5 trains about 3.5x faster at 28 px.
 `small_input=True` swaps the stem for a 3x3 stride-1 conv with
 no max-pool, the usual choice for 28-64 px images (MedMNIST), which a 7x7/2 stem plus pooling
 would shrink to almost nothing.
