@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50, help="semi-supervised steps between validations")
     parser.add_argument("--unlabeled-ratio", type=float, default=2, help="unlabeled images per labeled one in a batch (mu)")
     parser.add_argument("--supervised-epochs", type=int, default=130, help="supervised epochs (3 steps of the 47 images each)")
-    parser.add_argument("--seg-steps", type=int, default=300, help="optimizer steps of every segmentation run")
+    parser.add_argument("--seg-steps", type=int, default=1000, help="optimizer steps of every segmentation run")
     parser.add_argument("--seg-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
