@@ -17,7 +17,8 @@ budgets. Methods: supervised, seg_mean_teacher, cps.
     python benchmarks/semi.py --dataset pneumoniamnist isbi2012 --seeds 0 1 2 --width 0.25 --workers 1
 
 Writes benchmarks/results/semi.json (one record per dataset, method and seed, with auc/acc or
-dice) and prints mean ± std per dataset and method. Runs go under benchmarks/results/semi_runs/.
+dice) and prints mean ± std per dataset and method. Runs go under benchmarks/results/semi_runs/;
+a rerun reuses every finished run of the same configuration.
 """
 
 from __future__ import annotations
@@ -25,27 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import warnings
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from common import mean_sd, run_stage
 
-from workbench.config_path import config_dir
 from workbench.train import train
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFICATION = {"supervised": "classification", "fixmatch": "fixmatch", "freematch": "freematch", "mean_teacher": "mean_teacher"}
 SEGMENTATION = {"supervised": "segmentation", "seg_mean_teacher": "seg_mean_teacher", "cps": "cps"}
-
-
-def run(overrides: list[str], output_dir: Path) -> dict:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return train(cfg)
 
 
 def isbi_split(data_dir: Path, seed: int, work: Path) -> tuple[Path, Path]:
@@ -115,7 +105,7 @@ def main() -> None:
                         f"task={methods[method]}", f"+trainer.max_steps={args.seg_steps}", "trainer.max_epochs=-1", "monitor.metric=null", "+trainer.limit_val_batches=0",
                         "+data.unlabeled_source._target_=workbench.data.ArchiveSource", f"+data.unlabeled_source.root={unlabeled}",
                     ]
-                metrics = run([*common, *overrides, f"seed={seed}"], out)
+                metrics = run_stage(train, "train", [*common, *overrides, f"seed={seed}"], out)
                 record = {"dataset": dataset, "method": method, "seed": seed, "train_seconds": metrics["train_seconds"],
                           "labeled_images": metrics["labeled_images"]}
                 record.update({"auc": metrics["test/auc"], "acc": metrics["test/acc"]} if dataset == "pneumoniamnist" else {"dice": metrics["test/dice"]})
@@ -126,11 +116,10 @@ def main() -> None:
                 out_path.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
 
     print("\n| dataset | method | metric (mean ± std over seeds) |\n|---|---|---|")
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in records):
         rows = [r for r in records if (r["dataset"], r["method"]) == (dataset, method)]
         keys = ("auc", "acc") if dataset == "pneumoniamnist" else ("dice",)
-        text = ", ".join(f"{k} {statistics.mean(r[k] for r in rows):.4f} ± {sd([r[k] for r in rows]):.4f}" for k in keys)
+        text = ", ".join(f"{k} {mean_sd([r[k] for r in rows])}" for k in keys)
         print(f"| {dataset} | {method} | {text} |")
     print(f"wrote {args.out}")
 

@@ -22,43 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import warnings
 from pathlib import Path
 
-import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from common import mean_sd, run_stage
 
-from workbench.config_path import config_dir
 from workbench.pretrain import pretrain
-from workbench.runs import redact_secrets
 from workbench.train import train
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def set_keys(tree):
-    """The config without null-valued keys: a key added later with a null default changes nothing."""
-    if isinstance(tree, dict):
-        return {k: set_keys(v) for k, v in tree.items() if v is not None}
-    return [set_keys(v) for v in tree] if isinstance(tree, list) else tree
-
-
-def run(command, config_name: str, overrides: list[str], output_dir: Path) -> dict:
-    """Runs one stage, or reuses it when `output_dir` already holds the metrics.json of a finished
-    run of exactly this configuration (so a stopped benchmark resumes where it stopped)."""
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    done, saved = output_dir / "metrics.json", output_dir / "config.yaml"
-    if done.is_file() and saved.is_file() and set_keys(yaml.safe_load(saved.read_text())) == set_keys(
-        redact_secrets(OmegaConf.to_container(cfg, resolve=True))
-    ):
-        print(f"reusing {output_dir}", flush=True)
-        return json.loads(done.read_text())
-    return command(cfg)
 
 
 def main() -> None:
@@ -101,11 +73,11 @@ def main() -> None:
         print(f"{method:>8} {mode:>12} seed {seed}: AUC {metrics['test/auc']:.4f} ACC {metrics['test/acc']:.4f}", flush=True)
 
     for seed in args.seeds:
-        metrics = run(train, "train", [*common_train, f"seed={seed}"], runs / f"scratch-{seed}")
+        metrics = run_stage(train, "train", [*common_train, f"seed={seed}"], runs / f"scratch-{seed}")
         record("none", "scratch", seed, metrics, None)
     for spec in args.methods:
         method, _, epochs = spec.partition("=")
-        pre = run(
+        pre = run_stage(
             pretrain,
             "pretrain",
             [f"ssl={method}", *data, f"ssl.backbone={args.backbone}", f"ssl.width={args.width}",
@@ -118,7 +90,7 @@ def main() -> None:
         for seed in args.seeds:
             for mode, extra in (("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])):
                 overrides = [*common_train, f"seed={seed}", f"task.pretrained={runs / f'pretrain-{method}'}", *extra]
-                metrics = run(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
+                metrics = run_stage(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
                 record(method, mode, seed, metrics, pre["pretrain_seconds"])
 
     out = Path(args.out)
@@ -128,9 +100,7 @@ def main() -> None:
     groups = sorted({(r["method"], r["mode"]) for r in records})
     for method, mode in groups:
         rows = [r for r in records if (r["method"], r["mode"]) == (method, mode)]
-        auc, acc = [r["auc"] for r in rows], [r["acc"] for r in rows]
-        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
-        print(f"| {method} | {mode} | {statistics.mean(auc):.4f} ± {sd(auc):.4f} | {statistics.mean(acc):.4f} ± {sd(acc):.4f} |")
+        print(f"| {method} | {mode} | {mean_sd([r['auc'] for r in rows])} | {mean_sd([r['acc'] for r in rows])} |")
     print(f"wrote {out}")
 
 

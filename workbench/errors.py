@@ -21,6 +21,13 @@ def find_workbench_error(exc: BaseException) -> WorkbenchError | None:
     return None
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a foreign library's error (its type name when it says nothing), to
+    quote inside a WorkbenchError."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def one_line(exc: WorkbenchError) -> str:
     """The message on one line; a DataLoader worker re-raises with the remote traceback inside it."""
     text = str(exc).strip()

@@ -24,7 +24,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 
 INTENSITY_MODES = ("auto", "minmax", "range", "zscore", "none")
 _volume_loader = LoadImage(image_only=True, ensure_channel_first=True)
@@ -39,8 +39,7 @@ def load_image(path: str) -> torch.Tensor:
     try:
         return loader(path)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkbenchError(f"{path}: cannot read as an image or volume ({reason[:200]})") from None
+        raise WorkbenchError(f"{path}: cannot read as an image or volume ({first_line(e)})") from None
 
 
 class LoadChecked(MapTransform):

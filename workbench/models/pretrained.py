@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from workbench.data.files import existing_file
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 from workbench.io import write_json_atomic
 
 MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width")
@@ -48,6 +48,5 @@ def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any
         state = torch.load(weights, map_location="cpu", weights_only=True)
         backbone.load_state_dict(state)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise WorkbenchError(f"{weights}: cannot load into the {expected.get('backbone')} backbone ({reason})") from None
+        raise WorkbenchError(f"{weights}: cannot load into the {expected.get('backbone')} backbone ({first_line(e)})") from None
     return meta
