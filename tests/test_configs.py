@@ -18,8 +18,8 @@ ROOT = Path(config_dir())
 GROUPS = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name not in ("base", "hydra"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((ROOT / g).glob("*.yaml"))]
 # Each command's primary config; a group is composed with the command that uses it.
-PRIMARY = {"ssl": "pretrain", "task": "train", "experiment": "train"}
-COMMANDS = ("train", "pretrain")
+PRIMARY = {"ssl": "pretrain", "task": "train", "experiment": "train", "generator": "synthesize"}
+COMMANDS = ("train", "pretrain", "synthesize")
 
 
 def targets(node) -> list[str]:

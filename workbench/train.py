@@ -36,8 +36,11 @@ def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.Lightnin
     set_environment_defaults()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    kwargs = datamodule.task_kwargs()
+    if "image_shape" in cfg[model_key] and cfg[model_key].image_shape is None:  # generators: the data's size
+        kwargs["image_shape"] = datamodule.image_shape()
     # Plain lists and dicts in the hyperparameters, so checkpoints load with weights_only=True.
-    model = instantiate(cfg[model_key], _convert_="all", **datamodule.task_kwargs())
+    model = instantiate(cfg[model_key], _convert_="all", **kwargs)
     if model.data_task not in ("pretrain", datamodule.data.task):  # pretraining takes any images
         raise WorkbenchError(
             f"task={type(model).__name__} needs {model.data_task} data, but data={datamodule.data.description} "
@@ -77,6 +80,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     if trainer.is_global_zero:
+        if hasattr(model, "export"):  # classification: the selected model's backbone, for reuse
+            metrics["backbone"] = str(model.export(run_dir, data=datamodule.data.description, seed=cfg.seed))
         metrics["files"] = write_run_summary(run_dir, metrics, title=f"{cfg.task_name}: {datamodule.data.description}")
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/"))
         print(f"{shown}\nRun directory: {run_dir}")

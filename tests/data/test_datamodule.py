@@ -26,7 +26,7 @@ def test_views_respect_the_label_budget_and_hide_labels(tmp_path):
     assert not labeled_ids & {r["id"] for r in dm.views["unlabeled"]}
     record = json.loads((tmp_path / "split.json").read_text())
     assert set(record["labeled_ids"]) == labeled_ids
-    assert record["counts"] == {"labeled": 10, "unlabeled": 90, "val": 5, "test": 20, "pretrain": 100}
+    assert record["counts"] == {"labeled": 10, "unlabeled": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0}
     assert all("label" not in r for r in dm.views["pretrain"])  # SSL sees every image, no label
 
 

@@ -7,6 +7,7 @@ from workbench.data.image_folder import ImageFolderSource
 from workbench.data.medmnist import MedMNISTSource
 from workbench.data.phantom import PhantomSource
 from workbench.data.source import SourceData
+from workbench.data.synthetic import SyntheticSource
 
 __all__ = [
     "ArchiveSource",
@@ -16,4 +17,5 @@ __all__ = [
     "MedicalDataModule",
     "PhantomSource",
     "SourceData",
+    "SyntheticSource",
 ]

@@ -10,6 +10,9 @@
 - `pretrain`: every training image with its label removed, plus `unlabeled_source`; used when
   `pretrain_views` (a multi-view transform) is set: self-supervised training then draws from
   it, and validation yields the labeled and val views for online evaluation.
+- `synthetic`: an exported synthetic set (`synthetic_source`, a SyntheticSource), mixed into
+  the labeled training batches: each epoch every real labeled image plus `synthetic_ratio`
+  synthetic images per real one (all of them when null), drawn afresh.
 The chosen ids are written to `split.json` in the run directory.
 
 Training batches come from the labeled view, except:
@@ -32,10 +35,12 @@ import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import ConcatDataset
 
 from workbench.data.episodes import EpisodeSampler
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
+from workbench.data.synthetic import RealSyntheticSampler, check_compatible
 from workbench.data.transforms import build_transforms, strip_label
 from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.io import write_json_atomic
@@ -87,6 +92,8 @@ class MedicalDataModule(pl.LightningDataModule):
         unlabeled_ratio: float | None = None,
         unlabeled_views: Callable | None = None,
         episodes: dict[str, int] | None = None,
+        synthetic_source: Any = None,
+        synthetic_ratio: float | None = None,
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -114,6 +121,8 @@ class MedicalDataModule(pl.LightningDataModule):
         self.unlabeled_ratio = unlabeled_ratio
         self.unlabeled_views = unlabeled_views
         self.episodes = dict(episodes) if episodes else None
+        self.synthetic_source = synthetic_source
+        self.synthetic_ratio = synthetic_ratio
         self.output_dir = output_dir
         self.data: SourceData | None = None
         self.views: dict[str, list[dict[str, Any]]] = {}
@@ -149,12 +158,18 @@ class MedicalDataModule(pl.LightningDataModule):
             data.extra["skipped_files"] = extra.extra.get("skipped_files", [])
             self._check_one_shape(extra)
         self._check_one_shape(data)
+        synthetic = []
+        if self.synthetic_source is not None:
+            extra = self.synthetic_source.load()
+            check_compatible(extra, data, "data.synthetic_source")
+            synthetic = extra.splits["train"]
         self.views = {
             "labeled": [train[i] for i in labeled_idx],
             "unlabeled": unlabeled,
             "val": val,
             "test": data.splits.get("test") or [],
             "pretrain": pretrain,
+            "synthetic": synthetic,
         }
         self.data = data
         return data
@@ -173,6 +188,12 @@ class MedicalDataModule(pl.LightningDataModule):
         data = self.load()
         return {"in_channels": data.in_channels, "num_classes": data.num_classes, "spatial_dims": data.spatial_dims}
 
+    def image_shape(self) -> list[int]:
+        """The spatial shape of the training images as the models see them (after resizing)."""
+        self.load()
+        view = "labeled" if self.views["labeled"] else "unlabeled"
+        return list(self.dataset(view, train=False)[0]["image"].shape[1:])
+
     def split_record(self) -> dict[str, Any]:
         data = self.load()
         return {
@@ -186,6 +207,8 @@ class MedicalDataModule(pl.LightningDataModule):
             "class_counts": {name: class_counts(self.views[name]) for name in ("labeled", "val", "test")},
             "labeled_ids": [r["id"] for r in self.views["labeled"]],
             "val_ids": [r["id"] for r in self.views["val"]],
+            "synthetic_source": self.synthetic_source.path if self.synthetic_source is not None else None,
+            "synthetic_ratio": self.synthetic_ratio,
             "skipped_count": len(data.extra.get("skipped_files", [])),
             "skipped_files": data.extra.get("skipped_files", []),
         }
@@ -202,7 +225,7 @@ class MedicalDataModule(pl.LightningDataModule):
     def dataset(self, view: str, train: bool | None = None) -> Dataset:
         """A MONAI dataset over one view; training views get augmentation unless `train=False`."""
         data = self.load()
-        train = view in ("labeled", "unlabeled") if train is None else train
+        train = view in ("labeled", "unlabeled", "synthetic") if train is None else train
         records = self.views[view]
         task = "unlabeled" if view in ("unlabeled", "pretrain") else data.task
         views = self.pretrain_views if view == "pretrain" else self.unlabeled_views if view == "unlabeled" and train else None
@@ -250,12 +273,28 @@ class MedicalDataModule(pl.LightningDataModule):
             return self._loader("pretrain", shuffle=True, batch_size=self.batch_size, drop_last=True)
         if self.episodes:
             return self.episode_dataloader()
-        labeled = self._loader("labeled", shuffle=True, batch_size=self.batch_size)
+        labeled = self.labeled_dataloader()
         if self.unlabeled_ratio:
             size = max(1, round(self.unlabeled_ratio * self.batch_size))
             unlabeled = self._loader("unlabeled", shuffle=True, batch_size=size, drop_last=True)
             return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
         return labeled
+
+    def labeled_dataloader(self) -> DataLoader:
+        """The labeled view, with the synthetic view mixed in when there is one."""
+        if not self.views.get("synthetic"):
+            return self._loader("labeled", shuffle=True, batch_size=self.batch_size)
+        if not self.views["labeled"]:
+            raise WorkbenchError(f"the 'labeled' view is empty for {self.load().description}")
+        real, synthetic = len(self.views["labeled"]), len(self.views["synthetic"])
+        per_epoch = synthetic if self.synthetic_ratio is None else round(self.synthetic_ratio * real)
+        return DataLoader(
+            ConcatDataset([self.dataset("labeled"), self.dataset("synthetic")]),
+            batch_size=self.batch_size,
+            sampler=RealSyntheticSampler(real, synthetic, per_epoch, self.split_seed),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def episode_dataloader(self) -> DataLoader:
         """`episodes`: n_way, k_shot, n_query and per_epoch (episodes per epoch)."""

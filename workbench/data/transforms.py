@@ -9,6 +9,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.data import PILReader
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -29,7 +30,9 @@ from workbench.errors import WorkbenchError, first_line
 INTENSITY_MODES = ("auto", "minmax", "range", "zscore", "none")
 _volume_loader = LoadImage(image_only=True, ensure_channel_first=True)
 # MONAI's PILReader does not claim .tif/.tiff by suffix; 2D picture formats go to it directly.
-_picture_loader = LoadImage(reader="PILReader", image_only=True, ensure_channel_first=True)
+# Rows stay rows (reverse_indexing=False): a picture loads as the (H, W) array any viewer shows,
+# the layout of in-memory sources like MedMNIST, so exported synthetic PNGs load back unchanged.
+_picture_loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 

@@ -1,3 +1,8 @@
-"""GAN and diffusion image synthesis with synthetic-set export.
+"""GAN and diffusion image synthesis, synthetic-set export and quality metrics."""
 
-Nothing here yet: the generators land with the synthesis issue."""
+from workbench.generators.autoencoder import AutoencoderKLModule
+from workbench.generators.base import GeneratorModule
+from workbench.generators.diffusion import DiffusionModel
+from workbench.generators.gan import ConditionalGAN
+
+__all__ = ["AutoencoderKLModule", "ConditionalGAN", "DiffusionModel", "GeneratorModule"]

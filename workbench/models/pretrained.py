@@ -20,6 +20,12 @@ MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width")
 DEFAULTS = {"width": 1.0}  # what a backbone.json written before the key existed means
 
 
+def backbone_provenance(hparams: Any, method: str, **extra: Any) -> dict[str, Any]:
+    """What backbone.json records of a module whose hyperparameters describe its backbone."""
+    keys = ("backbone", "spatial_dims", "in_channels", "small_input", "image_size", "width")
+    return {"method": method, **{k: hparams[k] for k in keys}, **extra}
+
+
 def export_backbone(backbone: nn.Module, directory: str | Path, provenance: dict[str, Any]) -> Path:
     """Writes backbone.pt and backbone.json into `directory`; each is renamed into place whole."""
     directory = Path(directory)

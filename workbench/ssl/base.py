@@ -19,7 +19,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from workbench.models.backbones import build_backbone
-from workbench.models.pretrained import export_backbone
+from workbench.models.pretrained import backbone_provenance, export_backbone
 from workbench.ssl.online_eval import online_metrics
 from workbench.tasks.optim import configure_warmup_cosine
 
@@ -111,20 +111,9 @@ class SSLMethod(pl.LightningModule):
 
     # ----- the artifact ------------------------------------------------------------------------
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        hp = self.hparams
-        return {
-            "method": self.method,
-            "backbone": hp.backbone,
-            "spatial_dims": hp.spatial_dims,
-            "in_channels": hp.in_channels,
-            "small_input": hp.small_input,
-            "image_size": hp.image_size,
-            "width": hp.width,
-            "feature_dim": self.feature_dim,
-            "epochs": self.current_epoch,
-            "steps": self.global_step,
-            **extra,
-        }
+        return backbone_provenance(
+            self.hparams, self.method, feature_dim=self.feature_dim, epochs=self.current_epoch, steps=self.global_step, **extra
+        )
 
     def export(self, directory: str | Path, **extra: Any) -> Path:
         return export_backbone(self.backbone, directory, self.provenance(**extra))

@@ -9,6 +9,9 @@ test split is scored with the threshold of the selected model, chosen without te
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,7 +20,7 @@ from torchmetrics import CatMetric
 from workbench.errors import WorkbenchError
 from workbench.evaluation.classification_metrics import classification_metrics, youden_threshold
 from workbench.models.backbones import build_backbone
-from workbench.models.pretrained import load_backbone
+from workbench.models.pretrained import backbone_provenance, export_backbone, load_backbone
 from workbench.tasks.base import EvaluatedTask
 
 
@@ -62,6 +65,12 @@ class ClassificationTask(EvaluatedTask):
         self.register_buffer("decision_threshold", torch.tensor(0.5 if threshold == "val" else float(threshold)))
         self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+
+    def export(self, directory: str | Path, **extra: Any) -> Path:
+        """The trained backbone as backbone.pt + backbone.json, like a pretrained one: it can
+        initialise another task or serve as the feature network of the synthesis metrics."""
+        provenance = backbone_provenance(self.hparams, f"supervised ({type(self).__name__})", epochs=self.current_epoch, **extra)
+        return export_backbone(self.backbone, directory, provenance)
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_backbone:

@@ -1,0 +1,276 @@
+"""Generators: every model trains on phantoms through the `synthesize` command's function and
+exports a dataset that loads back; sampling, guidance, export atomicity, the real/synthetic mix
+and the quality metrics are checked against known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import compose_train
+from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
+from workbench.data.synthetic import RealSyntheticSampler
+from workbench.errors import WorkbenchError
+from workbench.generate import generate
+from workbench.generators import ConditionalGAN, DiffusionModel
+from workbench.generators import export as export_module
+from workbench.generators.diffaugment import cutout, diff_augment
+from workbench.generators.export import export_synthetic
+from workbench.generators.quality import (
+    fid,
+    kid,
+    memorisation_audit,
+    ms_ssim_diversity,
+    ms_ssim_scales,
+    precision_recall,
+)
+from workbench.synthesize import synthesize
+
+TINY_2D = ["data.source.num_train=16", "data.source.num_val=6", "data.source.num_test=6", "data.batch_size=4"]
+TINY_3D = ["data=phantom3d", "data.source.size=16", "data.source.num_train=4", "data.source.num_val=2",
+           "data.source.num_test=2", "data.batch_size=2"]
+SMALL_UNET = ["generator.channels=[16,32]", "generator.attention_levels=[false,true]", "generator.num_head_channels=16",
+              "generator.norm_num_groups=8"]
+STEPS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.sample_grid.n_per_class=2"]
+EXPORT = ["generate.n_per_class=3", "generate.steps=3", "generate.reference=val"]
+GAN = ["generator.generator_channels=16", "generator.discriminator_channels=16", "generator.latent_dim=16", "generator.r1_every=1"]
+
+
+def run_synthesize(tmp_path, overrides):
+    cfg = compose_train([*overrides, *STEPS], tmp_path, config_name="synthesize")
+    return synthesize(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, task, count",
+    [
+        (["generator=ddpm", *SMALL_UNET, *TINY_2D, *EXPORT], "classification", 6),
+        (["generator=ddpm", "generator.condition=mask", "task_kind=segmentation", *SMALL_UNET, *TINY_2D, *EXPORT], "segmentation", 3),
+        (["generator=ddpm", "generator.condition=mask", "task_kind=segmentation", "generator.channels=[8,16]",
+          "generator.attention_levels=[false,false]", "generator.norm_num_groups=8", "generator.num_head_channels=8", *TINY_3D, *EXPORT], "segmentation", 3),
+        (["generator=dcgan", *GAN, *TINY_2D, *EXPORT], "classification", 6),
+        (["generator=patch_gan", *GAN, *TINY_2D, *EXPORT], "classification", 6),
+    ],
+    ids=["ddpm-class-2d", "ddpm-joint-mask-2d", "ddpm-joint-mask-3d", "dcgan-2d", "patch-gan-2d"],
+)
+def test_every_generator_trains_exports_and_the_export_loads(tmp_path, overrides, task, count):
+    metrics = run_synthesize(tmp_path, overrides)
+    assert metrics["steps"] >= 2 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "samples" / "epoch000.png").is_file()
+    manifest = json.loads((tmp_path / "synthetic" / "manifest.json").read_text())
+    assert manifest["task"] == task and manifest["count"] == count
+    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["quality"]["fid"] >= 0
+    data = SyntheticSource(str(tmp_path / "synthetic")).load()
+    assert data.task == task and len(data.splits["train"]) == count
+    rows = (tmp_path / "synthetic" / "memorisation.csv").read_text().splitlines()
+    assert rows[0].startswith("synthetic_index,nearest_training_image") and len(rows) == count + 1
+
+
+def test_latent_diffusion_trains_on_a_trained_autoencoder_and_reloads_without_it(tmp_path):
+    ae_dir, ldm_dir = tmp_path / "ae", tmp_path / "ldm"
+    run_synthesize(ae_dir, ["generator=autoencoder_kl", "generator.channels=[8,16]", "generator.norm_num_groups=8", *TINY_2D])
+    overrides = ["generator=ldm", f"generator.autoencoder={ae_dir}", "generator.channels=[16,32]", "generator.norm_num_groups=8",
+                 "generator.num_head_channels=16", *TINY_2D, *EXPORT]
+    run_synthesize(ldm_dir, overrides)
+    # The checkpoint carries the autoencoder: `generate` works after the autoencoder run is gone.
+    for path in sorted(ae_dir.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    cfg = compose_train([f"run_dir={ldm_dir}", "generate.n_per_class=2", "generate.steps=2", "generate.quality=false"],
+                        tmp_path / "gen", config_name="generate")
+    metrics = generate(cfg)
+    manifest = json.loads((tmp_path / "gen" / "synthetic" / "manifest.json").read_text())
+    assert metrics["output"].endswith("synthetic") and manifest["count"] == 4 and manifest["generator"] == "DiffusionModel"
+
+
+def tiny_diffusion(condition="class", **kwargs) -> DiffusionModel:
+    return DiffusionModel(in_channels=1, num_classes=2, image_shape=(16, 16), channels=(16, 32), attention_levels=(False, False),
+                          norm_num_groups=8, num_head_channels=16, condition=condition, **kwargs).eval()
+
+
+def test_ddim_and_ddpm_samples_have_the_shape_range_and_labels_asked_for():
+    model = tiny_diffusion()
+    labels = torch.tensor([0, 1, 1])
+    for sampler, steps in (("ddim", 4), ("ddpm", 3)):
+        out = model.sample(3, labels, generator=torch.Generator().manual_seed(0), sampler=sampler, steps=steps)
+        assert out["image"].shape == (3, 1, 16, 16) and out["label"].tolist() == [0, 1, 1]
+        assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
+    assert len(model.make_scheduler("ddim", 7).timesteps) == 7
+    again = [model.sample(3, labels, generator=torch.Generator().manual_seed(1), steps=4)["image"] for _ in range(2)]
+    assert torch.equal(again[0], again[1])  # DDIM (eta 0) is deterministic given the seed
+    with pytest.raises(WorkbenchError, match="steps=1001: expected 1 to 1000"):
+        model.sample(3, labels, steps=1001)
+    with pytest.raises(WorkbenchError, match="needs 3 class ids"):
+        model.sample(3, None)
+
+
+def test_classifier_free_guidance_mixes_conditional_and_unconditional_noise():
+    model = tiny_diffusion()
+
+    class KnownNoise(torch.nn.Module):  # predicts 10 * (class + 1); the null class (2) gives 30
+        def forward(self, x, timesteps, class_labels):
+            return (10.0 * (class_labels.float() + 1)).view(-1, 1, 1, 1).expand_as(x)
+
+    model.ema = None
+    model.net = KnownNoise()
+    x, t = torch.zeros(2, 1, 4, 4), torch.tensor(5)
+    out = model.guided_noise(x, t, torch.tensor([0, 1]), guidance=3.0)
+    # uncond + 3 * (cond - uncond): class 0 -> 30 + 3 * (10 - 30) = -30; class 1 -> 30 + 3 * (20 - 30) = 0
+    assert out[:, 0, 0, 0].tolist() == [-30.0, 0.0]
+    assert model.guided_noise(x, t, torch.tensor([1, 1]), guidance=1.0)[:, 0, 0, 0].tolist() == [20.0, 20.0]
+
+
+def test_bad_generator_settings_are_refused():
+    with pytest.raises(WorkbenchError, match="generator.condition='maybe'"):
+        tiny_diffusion(condition="maybe")
+    with pytest.raises(WorkbenchError, match=r"generator.image_shape=\[18, 18\]"):
+        DiffusionModel(in_channels=1, num_classes=2, image_shape=(18, 18), channels=(16, 32, 32), norm_num_groups=8, num_head_channels=16)
+    with pytest.raises(WorkbenchError, match="the GAN is 2D"):
+        ConditionalGAN(in_channels=1, num_classes=2, spatial_dims=3, image_shape=(16, 16, 16))
+    with pytest.raises(WorkbenchError, match="not masks"):
+        ConditionalGAN(in_channels=1, num_classes=2, condition="mask", image_shape=(16, 16))
+    with pytest.raises(WorkbenchError, match="unknown policy 'hue'"):
+        ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), diffaugment="translation,hue")
+
+
+def test_gan_ema_generator_copies_batch_norm_statistics(tmp_path):
+    run_synthesize(tmp_path, ["generator=dcgan", *GAN, *TINY_2D])
+    from workbench.generators.loading import load_module
+
+    model = load_module(tmp_path, ConditionalGAN)
+    for ema_buffer, buffer in zip(model.ema.model.buffers(), model.net.buffers()):
+        assert torch.equal(ema_buffer, buffer)
+    assert any(b.float().abs().sum() > 0 for b in model.ema.model.buffers())
+
+
+def test_diffaugment_keeps_shapes_and_passes_gradients():
+    x = torch.rand(4, 1, 16, 16, requires_grad=True)
+    out = diff_augment(x, "brightness,contrast,translation,cutout")
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    cut = cutout(torch.ones(3, 1, 16, 16), ratio=0.5)
+    assert (cut == 0).flatten(1).sum(1).tolist() == [64, 64, 64]  # one 8 x 8 square each
+
+
+# ----- export and the synthetic source ------------------------------------------------------------
+def test_export_round_trips_through_the_synthetic_source(tmp_path):
+    images = torch.rand(6, 1, 16, 16)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    out = export_synthetic(tmp_path / "set8", images, labels, "classification", 2, [0, 255], {"seed": 7})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["file_format"] == "png8" and manifest["count_per_class"] == {"0": 3, "1": 3} and manifest["seed"] == 7
+    dm = MedicalDataModule(SyntheticSource(str(out)), intensity_mode="range", intensity_range=[0, 255])
+    dm.load()
+    loaded = torch.stack([dm.dataset("labeled", train=False)[i]["image"] for i in range(6)])
+    order = [int(r["id"].split("/")[-1][:6]) for r in dm.views["labeled"]]
+    assert torch.allclose(loaded, images[order], atol=0.5 / 255 + 1e-6)
+    assert [r["label"] for r in dm.views["labeled"]] == labels[order].tolist()
+    # Per-image normalised data (no range) is stored in 16 bits.
+    out16 = export_synthetic(tmp_path / "set16", images, labels, "classification", 2, None, {})
+    assert json.loads((out16 / "manifest.json").read_text())["file_format"] == "png16"
+
+
+def test_export_of_3d_segmentation_pairs_round_trips(tmp_path):
+    images = torch.rand(2, 1, 8, 8, 8)
+    masks = (torch.rand(2, 1, 8, 8, 8) > 0.5).long()
+    out = export_synthetic(tmp_path / "vol", images, masks, "segmentation", 2, None, {})
+    data = SyntheticSource(str(out)).load()
+    assert data.task == "segmentation" and data.spatial_dims == 3 and len(data.splits["train"]) == 2
+    dm = MedicalDataModule(SyntheticSource(str(out)), intensity_mode="none")
+    dm.load()
+    item = dm.dataset("labeled", train=False)[0]
+    index = int(dm.views["labeled"][0]["id"].split("/")[-1][:6])
+    assert torch.allclose(item["image"], images[index], atol=1e-6) and torch.equal(item["label"], masks[index])
+
+
+def test_interrupted_export_leaves_no_dataset_and_existing_ones_are_kept(tmp_path, monkeypatch):
+    images, labels = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 0, 1])
+    calls = []
+    real_write = export_module.write_array
+
+    def failing_write(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as when a user stops the command mid-export
+        return real_write(*args)
+
+    monkeypatch.setattr(export_module, "write_array", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        export_synthetic(tmp_path / "set", images, labels, "classification", 2, None, {})
+    assert list(tmp_path.iterdir()) == []  # neither the dataset nor its partial copy
+    monkeypatch.setattr(export_module, "write_array", real_write)
+    export_synthetic(tmp_path / "set", images, labels, "classification", 2, None, {})
+    with pytest.raises(WorkbenchError, match="already exists; a synthetic dataset is never overwritten"):
+        export_synthetic(tmp_path / "set", images, labels, "classification", 2, None, {})
+    assert len(list((tmp_path / "set" / "images").iterdir())) == 4
+
+
+def test_a_folder_without_manifest_is_not_a_synthetic_dataset(tmp_path):
+    with pytest.raises(WorkbenchError, match="not a synthetic dataset"):
+        SyntheticSource(str(tmp_path)).load()
+
+
+def test_datamodule_mixes_synthetic_images_at_the_configured_ratio(tmp_path):
+    out = export_synthetic(tmp_path / "syn", torch.rand(30, 1, 32, 32), torch.randint(0, 2, (30,)), "classification", 2, None, {})
+    real = PhantomSource(num_train=40, num_val=4, num_test=4)
+    dm = MedicalDataModule(real, label_fraction=0.25, batch_size=4, synthetic_source=SyntheticSource(str(out)), synthetic_ratio=2.0)
+    dm.load()
+    loader = dm.train_dataloader()
+    assert len(dm.views["labeled"]) == 10 and len(loader.sampler) == 10 + 20
+    epoch = list(loader.sampler)
+    assert sorted(i for i in epoch if i < 10) == list(range(10))  # every real image once
+    assert len({i for i in epoch if i >= 10}) == 20  # 20 distinct synthetic ones
+    assert list(loader.sampler) != epoch  # a fresh draw next epoch
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 1, 32, 32)
+    # TSTR: synthetic training images, real val and test.
+    tstr = SyntheticSource(str(out), real=real).load()
+    assert len(tstr.splits["train"]) == 30 and len(tstr.splits["test"]) == 4
+
+
+def test_synthetic_set_of_another_kind_is_refused(tmp_path):
+    out = export_synthetic(tmp_path / "syn", torch.rand(4, 1, 8, 8, 8), torch.tensor([0, 1, 0, 1]), "classification", 2, None, {})
+    dm = MedicalDataModule(PhantomSource(num_train=8, num_val=2, num_test=2), synthetic_source=SyntheticSource(str(out)))
+    with pytest.raises(WorkbenchError, match=r"data.synthetic_source has \(task, spatial_dims, in_channels, num_classes\) = \('classification', 3"):
+        dm.load()
+    with pytest.raises(WorkbenchError, match="export of 2-channel images is not supported"):
+        export_synthetic(tmp_path / "two", torch.rand(2, 2, 8, 8), torch.tensor([0, 1]), "classification", 2, None, {})
+
+
+def test_real_synthetic_sampler_caps_the_draw_at_the_synthetic_count():
+    sampler = RealSyntheticSampler(n_real=5, n_synthetic=3, per_epoch=10)
+    assert len(sampler) == 8 and sorted(sampler) == list(range(8))
+
+
+# ----- quality metrics on inputs with known answers ------------------------------------------------
+def test_fid_kid_and_precision_recall_on_known_distributions():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(4000, 4, generator=g, dtype=torch.float64)
+    shifted = b + torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    assert fid(a, b) == pytest.approx(0.0, abs=0.02)
+    assert fid(a, shifted) == pytest.approx(2.0, abs=0.1)  # ||mu_a - mu_b||^2 with equal covariances
+    assert abs(kid(a, b, subsets=10, subset_size=500)[0]) < 0.01 < kid(a, shifted, subsets=10, subset_size=500)[0]
+    small = a[:300]
+    assert precision_recall(small, small.clone()) == (1.0, 1.0)
+    precision, recall = precision_recall(small, small + 100.0)
+    assert precision == 0.0 and recall == 0.0
+
+
+def test_memorisation_audit_flags_near_copies_only():
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(20, 1, 8, 8, generator=g)
+    fake = torch.stack([train[3] + 0.001, torch.rand(1, 8, 8, generator=g)])
+    audit = memorisation_audit(fake, train)
+    assert audit["nearest_index"][0] == 3 and audit["flagged"] == [0] and audit["memorized_fraction"] == 0.5
+
+
+def test_ms_ssim_diversity_is_one_for_identical_images_and_scales_fit_small_images():
+    same = torch.rand(1, 1, 28, 28).repeat(5, 1, 1, 1)
+    assert ms_ssim_diversity(same) == pytest.approx(1.0, abs=1e-4)
+    assert ms_ssim_diversity(torch.rand(10, 1, 28, 28)) < 0.2
+    assert ms_ssim_scales((28, 28), 7) == 3 and ms_ssim_scales((256, 256), 7) == 5
+    assert np.isnan(ms_ssim_diversity(torch.rand(3, 1, 4, 4)))
