@@ -83,7 +83,8 @@ def main() -> None:
     # 2. The generators, each exporting its synthetic set.
     diffusion = run_stage(synthesize, "synthesize", [
         *common, "data=pneumoniamnist", "data.batch_size=64", "generator=ddpm", "generator.channels=[32,64,64]",
-        "generator.attention_levels=[false,false,true]", "generator.norm_num_groups=16", f"trainer.max_epochs={args.diffusion_epochs}",
+        "generator.attention_levels=[false,false,true]", "generator.norm_num_groups=16", "generator.lr=5e-4",
+        f"trainer.max_epochs={args.diffusion_epochs}",
         "callbacks.sample_grid.every_n_epochs=4", *quality,
     ], runs / "diffusion")
     gan = run_stage(synthesize, "synthesize", [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import get_class, get_method
+import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
@@ -17,9 +18,14 @@ from workbench.config_path import config_dir
 ROOT = Path(config_dir())
 GROUPS = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and p.name not in ("base", "hydra"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((ROOT / g).glob("*.yaml"))]
-# Each command's primary config; a group is composed with the command that uses it.
-PRIMARY = {"ssl": "pretrain", "task": "train", "experiment": "train", "generator": "synthesize"}
-COMMANDS = ("train", "pretrain", "synthesize")
+COMMANDS = ("train", "pretrain", "synthesize", "pipeline", "generate", "evaluate")
+
+
+def groups_of(command: str) -> list[str]:
+    """The config groups in a command's defaults list (Hydra's own excluded)."""
+    defaults = yaml.safe_load((ROOT / f"{command}.yaml").read_text()).get("defaults", [])
+    names = [next(iter(d)).lstrip("/") for d in defaults if isinstance(d, dict)]
+    return [g for g in names if g in GROUPS]
 
 
 def targets(node) -> list[str]:
@@ -39,12 +45,13 @@ def test_groups_are_the_designed_ones():
     assert {"data", "task", "trainer", "logger", "callbacks", "paths", "experiment"} <= set(GROUPS)
 
 
-CASES = [(c, g, o) for c in COMMANDS for g, o in OPTIONS if PRIMARY.get(g, c) == c]
+# Each option is composed with every command that has its group; experiments are written for
+# one command each (they override that command's groups), so each composes with at least one.
+CASES = [(c, g, o) for c in COMMANDS for g in groups_of(c) if g != "experiment" for g2, o in OPTIONS if g2 == g]
+EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
 
 
-@pytest.mark.parametrize("command, group, option", CASES, ids=[f"{c}:{g}={o}" for c, g, o in CASES])
-def test_option_composes_and_targets_import(tmp_path, command, group, option):
-    cfg = compose_train([f"{group}={option}"], tmp_path, config_name=command)
+def check_composed(cfg) -> None:
     plain = OmegaConf.to_container(cfg, resolve=False)
     for target in targets(plain):
         try:
@@ -53,6 +60,32 @@ def test_option_composes_and_targets_import(tmp_path, command, group, option):
             get_method(target)
     # Everything resolves except the paths a user must give (???), which stay missing on purpose.
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+@pytest.mark.parametrize("command, group, option", CASES, ids=[f"{c}:{g}={o}" for c, g, o in CASES])
+def test_option_composes_and_targets_import(tmp_path, command, group, option):
+    check_composed(compose_train([f"{group}={option}"], tmp_path, config_name=command))
+
+
+@pytest.mark.parametrize("option", EXPERIMENTS)
+def test_every_experiment_composes_with_its_command(tmp_path, option):
+    composed = []
+    for command in COMMANDS:
+        if "experiment" not in groups_of(command):
+            continue
+        try:
+            cfg = compose_train([f"experiment={option}"], tmp_path, config_name=command)
+        except Exception:
+            continue
+        check_composed(cfg)
+        composed.append(command)
+    assert composed, f"experiment={option} composes with none of {COMMANDS}"
+
+
+def test_every_command_composes_on_its_defaults(tmp_path):
+    for command in COMMANDS:
+        overrides = ["run_dir=/tmp/none"] if command == "generate" else []
+        check_composed(compose_train(overrides, tmp_path, config_name=command))
 
 
 def test_the_wheel_ships_every_config(tmp_path):

@@ -28,11 +28,10 @@ def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
-def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.Trainer, float]:
-    """What every training command does: seed, build the datamodule, the module `cfg[model_key]`
-    (told the data's channels, classes and dimensions), the trainer with its loggers and
-    callbacks; check a checkpoint to resume from; save the config; fit. Returns the pieces and
-    the seconds `fit` took."""
+def build(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.Trainer]:
+    """What every command that trains or evaluates does first: seed, build the datamodule, the
+    module `cfg[model_key]` (told the data's channels, classes and dimensions) and the trainer
+    with its loggers and callbacks."""
     set_environment_defaults()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -49,6 +48,13 @@ def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.Lightnin
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks"))
     )
+    return datamodule, model, trainer
+
+
+def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.Trainer, float]:
+    """`build`, check a checkpoint to resume from, save the config, fit. Returns the pieces and
+    the seconds `fit` took."""
+    datamodule, model, trainer = build(cfg, model_key)
     resume = cfg.get("ckpt_path")
     if resume:
         check_checkpoint_fits(resume, model)

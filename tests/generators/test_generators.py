@@ -17,6 +17,7 @@ from workbench.errors import WorkbenchError
 from workbench.generate import generate
 from workbench.generators import ConditionalGAN, DiffusionModel
 from workbench.generators import export as export_module
+from workbench.generators.base import generator_ema_decay
 from workbench.generators.diffaugment import cutout, diff_augment
 from workbench.generators.export import export_synthetic
 from workbench.generators.quality import (
@@ -143,6 +144,12 @@ def test_gan_ema_generator_copies_batch_norm_statistics(tmp_path):
     for ema_buffer, buffer in zip(model.ema.model.buffers(), model.net.buffers()):
         assert torch.equal(ema_buffer, buffer)
     assert any(b.float().abs().sum() > 0 for b in model.ema.model.buffers())
+
+
+def test_generator_ema_follows_recent_weights_from_the_start():
+    assert generator_ema_decay(0, 0.999) == pytest.approx(0.1)
+    assert generator_ema_decay(80, 0.999) == pytest.approx(0.9)
+    assert generator_ema_decay(10**6, 0.999) == 0.999
 
 
 def test_diffaugment_keeps_shapes_and_passes_gradients():

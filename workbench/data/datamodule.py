@@ -34,6 +34,7 @@ from typing import Any
 import pytorch_lightning as pl
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import ConcatDataset
 
@@ -259,10 +260,19 @@ class MedicalDataModule(pl.LightningDataModule):
         worker too), so a seeded run augments identically every time."""
         if not self.views.get(view):
             raise WorkbenchError(f"the '{view}' view is empty for {self.load().description}")
+        dataset = self.dataset(view, train=train)
+        sampler = None
+        if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            # Every rank scores its own share and no item twice: Lightning's default distributed
+            # sampler pads the last batch with repeats, which would shift AUC, accuracy and Dice.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            self.dataset(view, train=train),
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=drop_last and len(self.views[view]) >= batch_size,

@@ -1,0 +1,96 @@
+"""How many labels does each recipe save on PneumoniaMNIST? The pipeline at 1% and 10% of the
+labels, 3 seeds, supervised-only against the combined recipe chosen beforehand from the SSL and
+semi-supervised benchmarks (BYOL pretraining, then FixMatch from the pretrained backbone), under
+one protocol: every stage sees labels only within the budget (model selection on a stratified
+subset of the official val split at the same fraction, by val loss), the test split is scored
+once, at the end.
+
+    python benchmarks/label_efficiency.py --workers 1
+
+The pretraining stage is given the smallest fraction's labeled view for its online monitoring
+(nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
+every fraction through the pipeline's stage cache. Writes benchmarks/results/label_efficiency.json
+(a record per fraction, recipe and seed: fraction, recipe, seed, auc, acc, train_seconds) and
+label_efficiency_auc.png / _acc.png with the MedMNIST v2 full-label lines (ResNet-18 (28),
+Google AutoML Vision); runs under benchmarks/results/label_efficiency_runs/ (not tracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+from common import mean_sd, run_stage
+
+from workbench.evaluation.report import write_report
+from workbench.pipeline import pipeline
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def quoted(items: list[str]) -> str:
+    return "[" + ",".join(f"'{i}'" for i in items) + "]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 channel multiplier")
+    parser.add_argument("--pretrain-epochs", type=int, default=15)
+    parser.add_argument("--supervised-epochs", type=int, default=40)
+    parser.add_argument("--semi-epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
+    parser.add_argument("--out", default=str(RESULTS / "label_efficiency.json"))
+    parser.add_argument("--runs", default=str(RESULTS / "label_efficiency_runs"))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    runs = Path(args.runs)
+    limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
+    common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit]
+    pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
+                "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
+    supervised = [f"task.width={args.width}", "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
+    semi = ["task=fixmatch", "data.batch_size=16", "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
+            *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
+    recipes = {
+        "supervised": {"recipe": "supervised", "stages.finetune": supervised},
+        "byol+fixmatch": {"recipe": "semi", "stages.pretrain": pretrain, "stages.finetune": semi, "stages.baseline": None},
+    }
+    records = []
+    for fraction in args.fractions:
+        for seed in args.seeds:
+            for name, recipe in recipes.items():
+                overrides = [
+                    "dataset=pneumoniamnist", f"paths.data_dir={args.data_dir}", f"label_fraction={fraction}", f"seed={seed}",
+                    f"common={quoted(common)}", f"cache_dir={runs / 'stages'}", f"recipe={recipe['recipe']}", f"recipe_name={name}",
+                    *[f"{k}={'null' if v is None else quoted(v)}" for k, v in recipe.items() if k.startswith("stages.")],
+                ]
+                out = runs / f"{name}-{fraction}-{seed}"
+                metrics = run_stage(pipeline, "pipeline", overrides, out)
+                record = {"fraction": fraction, "recipe": name, "seed": seed, "auc": metrics["test/auc"], "acc": metrics["test/acc"],
+                          "train_seconds": metrics["train_seconds"], "labeled_images": metrics["labeled_images"]}
+                records.append(record)
+                print(json.dumps(record), flush=True)
+                out_path = Path(args.out)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
+
+    report = write_report(runs, dataset="pneumoniamnist", baselines=Path(args.data_dir) / "medmnist_v2_baselines.md")
+    for plot in sorted(runs.glob("label_efficiency_*.png")):
+        shutil.copy(plot, Path(args.out).with_name(plot.name))
+    print("\n| fraction | recipe | test AUC | test ACC |\n|---|---|---|---|")
+    for fraction, name in dict.fromkeys((r["fraction"], r["recipe"]) for r in records):
+        rows = [r for r in records if (r["fraction"], r["recipe"]) == (fraction, name)]
+        print(f"| {fraction} | {name} | {mean_sd([r['auc'] for r in rows])} | {mean_sd([r['acc'] for r in rows])} |")
+    print(f"wrote {args.out} and {report}")
+
+
+if __name__ == "__main__":
+    main()

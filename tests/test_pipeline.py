@@ -1,0 +1,122 @@
+"""The pipeline, its cache and report, Hydra sweeps and launchers, and multi-process evaluation:
+small real runs on phantoms, through the commands a user types."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SHARED_DATA, compose_train
+from tests.test_cli import run_dir_of, workbench
+from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
+from workbench.pipeline import pipeline
+
+TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
+TINY_TRAIN = [*TINY, "trainer.max_epochs=1", "task.width=0.25"]
+
+
+def quoted_list(items: list[str]) -> str:
+    return "[" + ",".join(f"'{i}'" for i in items) + "]"
+
+
+def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
+    overrides = [
+        "recipe=all", "label_fraction=0.25", f"common={quoted_list(TINY)}", f"cache_dir={tmp_path / 'stages'}",
+        f"stages.pretrain={quoted_list(['ssl=simclr', 'ssl.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2'])}",
+        f"stages.synthesize={quoted_list(['generator=ddpm', 'generator.channels=[16,32]', 'generator.attention_levels=[false,false]', 'generator.norm_num_groups=8', 'generator.num_head_channels=16', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'generate.n_per_class=4', 'generate.steps=2', 'generate.quality=false'])}",
+        f"stages.finetune={quoted_list(['task=fixmatch', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'data.unlabeled_ratio=1'])}",
+        f"stages.baseline={quoted_list(['trainer.max_epochs=1'])}",
+    ]
+    first = pipeline(compose_train(overrides, tmp_path / "first", config_name="pipeline"))
+    assert [s["reused"] for s in first["stages"].values()] == [False, False, False, False]
+    assert (tmp_path / "first" / "report.md").is_file()
+    train_cfg = stage_config(first, "finetune")
+    assert train_cfg["task"]["pretrained"] == first["stages"]["pretrain"]["run_dir"]
+    assert train_cfg["task"]["width"] == 0.25  # the pretrained backbone's width travels with it
+    assert train_cfg["data"]["synthetic_source"]["path"].endswith("synthetic")
+    baseline_cfg = stage_config(first, "baseline")
+    assert baseline_cfg["task"]["pretrained"] is None and baseline_cfg["data"]["synthetic_source"] is None
+    assert baseline_cfg["task"]["width"] == 0.25  # compared on the same architecture
+    assert first["labeled_images"] == 10 and 0.0 <= first["test/auc"] <= 1.0 and "baseline/test/auc" in first
+
+    second = pipeline(compose_train(overrides, tmp_path / "second", config_name="pipeline"))
+    assert [s["reused"] for s in second["stages"].values()] == [True, True, True, True]
+    assert second["test/auc"] == first["test/auc"] and second["stages"] == {k: {**v, "reused": True} for k, v in first["stages"].items()}
+    report = (tmp_path / "second" / "report.md").read_text()
+    assert "supervised-only baseline" in report and "reused" in report
+
+
+def stage_config(summary: dict, stage: str) -> dict:
+    return yaml.safe_load((Path(summary["stages"][stage]["run_dir"]) / "config.yaml").read_text())
+
+
+def test_multirun_over_fractions_and_recipes_ends_with_a_report_of_every_run(tmp_path):
+    result = workbench([
+        "pipeline", "-m", "label_fraction=0.25,0.5", "recipe=supervised,semi", f"common={quoted_list(TINY_TRAIN)}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweep" / "label_efficiency.json").read_text())
+    runs = {(r["recipe"], r["fraction"]) for r in summary["records"]}
+    assert runs == {("supervised", 0.25), ("supervised", 0.5), ("semi", 0.25), ("semi", 0.5)}
+    assert {r["labeled_images"] for r in summary["records"]} == {10, 20}
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| semi | 0.25 | 10 | 1 |" in report and (tmp_path / "sweep" / "label_efficiency_auc.png").is_file()
+
+
+def test_report_aggregates_seeds_with_a_t_interval(tmp_path):
+    records = [{"recipe": "r", "fraction": 0.1, "seed": s, "labeled_images": 47, "auc": v} for s, v in enumerate([0.8, 0.9, 1.0])]
+    (row,) = aggregate(records)
+    assert row["auc"]["mean"] == pytest.approx(0.9) and row["auc"]["std"] == pytest.approx(0.1)
+    assert row["auc"]["ci95"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) s / sqrt(n)
+    assert ci95([0.5]) == 0.0
+    assert write_report(tmp_path) is None  # nothing finished there
+
+
+def test_medmnist_reference_lines_are_read_from_the_published_table():
+    if not (SHARED_DATA / "medmnist_v2_baselines.md").is_file():
+        pytest.skip("../shared/data is not present")
+    published = medmnist_baselines(SHARED_DATA / "medmnist_v2_baselines.md", "pneumoniamnist")
+    assert published["ResNet-18 (28)"] == {"auc": 0.944, "acc": 0.854}
+    assert published["Google AutoML Vision"] == {"auc": 0.991, "acc": 0.946}
+
+
+def test_two_process_evaluation_scores_like_one_process(tmp_path):
+    data = ["data.source.num_train=24", "data.source.num_val=9", "data.source.num_test=9", "data.batch_size=8",
+            "data.eval_batch_size=8", "task.width=0.25"]
+    trained = workbench(["train", *data, "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'train'}"])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    checkpoint = run_dir_of(trained) / "checkpoints" / "last.ckpt"
+    scores = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        result = workbench(["evaluate", *data, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={tmp_path / trainer}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
+    assert scores["ddp_cpu"]["world_size"] == 2 and scores["cpu"]["world_size"] == 1
+    # 9 images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold.
+    for key in ("val/auc", "val/acc", "val/threshold", "test/auc", "test/acc"):
+        assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
+
+
+def test_optuna_sweep_runs_two_trials(tmp_path):
+    result = workbench([
+        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+        *TINY_TRAIN, f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"task.lr", "task.weight_decay", "task.label_smoothing"}
+    assert 0.0 <= best["best_value"] <= 1.0
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path):
+    result = workbench(["train", "-m", "launcher=local", *TINY_TRAIN, f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = list((tmp_path / "sweep").glob("*/metrics.json"))
+    assert "test/auc" in json.loads(metrics.read_text())
+    assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))  # it ran as a submitit job

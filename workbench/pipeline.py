@@ -1,0 +1,150 @@
+"""`workbench pipeline`: one command that chains the stages of a recipe on one datamodule and
+label budget: pretrain (ssl) -> synthesize (optional) -> finetune (supervised, semi-supervised or
+few-shot) -> test on the real test split -> report, plus the supervised-only baseline under the
+same protocol, so the report shows what the recipe bought.
+
+Each stage is the command's own config (`workbench pretrain`, `synthesize`, `train`) composed
+with the pipeline's shared overrides (`dataset`, label fraction, seed, `common`) and the recipe's
+stage overrides. Its run directory is `cache_dir/<command>/<config hash>`: a stage already run
+with the same config is reused, so reruns and sweeps (other fractions, other recipes sharing a
+pretraining) do not redo work. The finetune stage is wired to the earlier ones: the pretrained
+backbone (`task.pretrained` with its architecture and width) and the synthetic export
+(`data.synthetic_source`, mixed in at `synthetic_ratio`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from workbench.config_path import config_dir
+from workbench.errors import WorkbenchError
+from workbench.io import write_text_atomic
+from workbench.pretrain import pretrain
+from workbench.runs import run_command, save_config, set_environment_defaults, write_run_summary
+from workbench.stages import run_stage
+from workbench.synthesize import synthesize
+from workbench.train import command_line_overrides, train
+
+TEST_KEYS = ("test/auc", "test/acc", "test/dice")
+ARCHITECTURE_KEYS = ("task.backbone=", "task.width=", "task.small_input=")
+
+
+def overrides_of(node: Any, key: str) -> list[str] | None:
+    """A stage's overrides: a list of `key=value` strings, or None to skip the stage."""
+    if node is None:
+        return None
+    if not OmegaConf.is_list(node) and not isinstance(node, list):
+        raise WorkbenchError(f"stages.{key}: expected a list of overrides like [task=fixmatch] or null, got {node!r}")
+    return [str(o) for o in node]
+
+
+def wiring(stages: dict[str, dict], synthetic_ratio: float | None) -> list[str]:
+    """Overrides that hand the earlier stages' artifacts to the finetune stage."""
+    wired = []
+    if "pretrain" in stages:
+        run_dir = Path(stages["pretrain"]["run_dir"])
+        meta = json.loads((run_dir / "backbone.json").read_text())
+        wired += [f"task.pretrained={run_dir}", f"task.backbone={meta['backbone']}", f"task.width={meta.get('width', 1.0)}",
+                  f"task.small_input={str(meta['small_input']).lower()}"]
+    if "synthesize" in stages:
+        export = stages["synthesize"].get("synthetic")
+        if not export:
+            raise WorkbenchError("stages.synthesize exported nothing: add generate.n_per_class=<images per class> to its overrides")
+        wired += [f"data.synthetic_source={{_target_:workbench.data.SyntheticSource,path:'{export}'}}",
+                  f"data.synthetic_ratio={'null' if synthetic_ratio is None else synthetic_ratio}"]
+    return wired
+
+
+def wait_for_rank_zero() -> None:
+    """Under DDP, the other ranks wait until rank 0 has written a stage's artifacts."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def stage_row(name: str, metrics: dict[str, Any]) -> str:
+    shown = {k: v for k, v in metrics.items() if isinstance(v, float) and (k.startswith(("test/", "val/", "quality/fid", "quality/memorized")))}
+    seconds = metrics.get("train_seconds", metrics.get("pretrain_seconds"))
+    values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
+    took = "reused" if metrics.get("reused") else f"{seconds:.0f} s" if seconds is not None else ""
+    return f"| {name} | {values} | {took} | {metrics.get('run_dir', '')} |"
+
+
+def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Pipeline: recipe {cfg.recipe_name} on {cfg.dataset}, {cfg.label_fraction:g} of the labels, seed {cfg.seed}", "",
+        "| stage | metrics | time | run directory |", "|---|---|---|---|",
+        *[stage_row(name, metrics) for name, metrics in stages.items()], "",
+        f"Labeled training images: {summary['labeled_images']} (validation images for model selection: {summary['val_images']}).",
+    ]
+    if "baseline" in stages:
+        lines += ["", "| test metric | recipe | supervised-only baseline | difference |", "|---|---|---|---|"]
+        for key in TEST_KEYS:
+            if key in stages["finetune"] and key in stages["baseline"]:
+                mine, base = stages["finetune"][key], stages["baseline"][key]
+                lines.append(f"| {key} | {mine:.4f} | {base:.4f} | {mine - base:+.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def pipeline(cfg: DictConfig) -> dict[str, Any]:
+    set_environment_defaults()
+    run_dir = Path(cfg.paths.output_dir)
+    # Under DDP every rank runs the pipeline (Lightning starts the others with this command line);
+    # only rank 0 writes the pipeline's own files, as the stages do.
+    writer = rank_zero_only.rank == 0
+    if writer:
+        save_config(cfg, run_dir, command_line_overrides())
+    cache = Path(cfg.cache_dir)
+    shared = [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
+              f"paths.data_dir={cfg.paths.data_dir}", *[str(o) for o in cfg.common]]
+    plan = {name: overrides_of(cfg.stages.get(name), name) for name in ("pretrain", "synthesize", "finetune", "baseline")}
+    if plan["finetune"] is None:
+        raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
+    stages: dict[str, dict] = {}
+    if plan["pretrain"] is not None:
+        stages["pretrain"] = run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache)
+        wait_for_rank_zero()  # its backbone.json, read below
+    if plan["synthesize"] is not None:
+        stages["synthesize"] = run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache)
+        wait_for_rank_zero()  # its export
+    wired = wiring(stages, cfg.synthetic_ratio)
+    stages["finetune"] = run_stage(train, "train", [*shared, *wired, *plan["finetune"]], cache_dir=cache)
+    if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
+        architecture = [o for o in wired if o.startswith(ARCHITECTURE_KEYS)]
+        stages["baseline"] = run_stage(train, "train", [*shared, *architecture, *plan["baseline"]], cache_dir=cache)
+
+    final = stages["finetune"]
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "recipe": cfg.recipe_name,
+        "label_fraction": cfg.label_fraction,
+        "seed": cfg.seed,
+        "labeled_images": final["labeled_images"],
+        "val_images": final["val_images"],
+        "best_val_score": final.get("best_val_score"),
+        **{k: final[k] for k in TEST_KEYS if k in final},
+        **{f"baseline/{k}": stages["baseline"][k] for k in TEST_KEYS if "baseline" in stages and k in stages["baseline"]},
+        "train_seconds": sum(s.get("train_seconds", s.get("pretrain_seconds", 0.0)) for s in stages.values() if not s.get("reused")),
+        "stages": {name: {"run_dir": s["run_dir"], "reused": s["reused"]} for name, s in stages.items()},
+    }
+    if writer:
+        report = write_text_atomic(run_dir / "report.md", pipeline_report(cfg, stages, summary))
+        summary["report"] = str(report)
+        write_run_summary(run_dir, summary, title=f"pipeline {cfg.recipe_name}")
+        print(f"Report: {report}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
+def main(cfg: DictConfig) -> Any:
+    return run_command(pipeline, cfg)
+
+
+if __name__ == "__main__":
+    main()

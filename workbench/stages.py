@@ -1,0 +1,87 @@
+"""Running one command (train, pretrain, synthesize, generate) as a stage of a bigger job, in
+this process, with a cache: a stage's run directory is named by the content hash of its resolved
+config, and a finished run (metrics.json beside a matching config.yaml) is reused instead of
+redone. The pipeline and the benchmarks chain stages with it, so reruns and sweeps do not
+repeat work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from workbench.config_path import config_dir
+from workbench.runs import redact_secrets
+
+HASH_PLACEHOLDER = "<stage directory>"
+
+
+def without_nulls(tree: Any) -> Any:
+    """The config without null-valued keys: a key added later with a null default changes nothing."""
+    if isinstance(tree, dict):
+        return {k: without_nulls(v) for k, v in tree.items() if v is not None}
+    return [without_nulls(v) for v in tree] if isinstance(tree, list) else tree
+
+
+def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
+    """A command's config with overrides, inside a running Hydra app or outside one."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def comparable(cfg: DictConfig) -> dict:
+    """What identifies a run: the resolved config, secrets redacted, nulls dropped, without the
+    machine-specific `paths` (what they point at is resolved into the other keys)."""
+    plain = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+    plain.pop("paths", None)
+    return without_nulls(plain)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """12 hex digits of the sha256 of the comparable config, with the output directory replaced
+    by a placeholder (keys like data.output_dir interpolate it)."""
+    probe = cfg.copy()
+    with open_dict(probe):
+        probe.paths.output_dir = HASH_PLACEHOLDER
+    text = json.dumps(comparable(probe), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def finished(output_dir: Path, cfg: DictConfig) -> dict | None:
+    """The metrics of a finished run of exactly this config in `output_dir`, else None."""
+    done, saved = output_dir / "metrics.json", output_dir / "config.yaml"
+    if not (done.is_file() and saved.is_file()):
+        return None
+    mine = comparable(cfg)
+    theirs = without_nulls({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k != "paths"})
+    return json.loads(done.read_text()) if theirs == mine else None
+
+
+def run_stage(
+    command: Callable[[DictConfig], dict], config_name: str, overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None
+) -> dict:
+    """`command` on the composed config, writing into `output_dir` (default:
+    `cache_dir/<config_name>/<config hash>`); a finished run of the same config there is
+    reused. Returns the run's metrics, with `reused` telling which happened."""
+    cfg = compose_stage(config_name, overrides)
+    if output_dir is None:
+        if cache_dir is None:
+            raise ValueError("run_stage needs output_dir or cache_dir")
+        output_dir = Path(cache_dir) / config_name / config_hash(cfg)
+    output_dir = Path(output_dir)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    metrics = finished(output_dir, cfg)
+    if metrics is not None:
+        print(f"reusing {output_dir}", flush=True)
+        return {**metrics, "reused": True}
+    return {**command(cfg), "reused": False}
