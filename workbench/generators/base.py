@@ -91,6 +91,14 @@ class GeneratorModule(NamesItsClass, pl.LightningModule):
             return torch.arange(self.hparams.num_classes).repeat_interleave(n_per_class)
         return None
 
+    def sampling_labels(self, n: int, condition: torch.Tensor | None) -> torch.Tensor | None:
+        """The class ids to sample a class-conditional generator with (None otherwise)."""
+        if self.hparams.condition != "class":
+            return None
+        if condition is None or len(condition) != n:
+            raise WorkbenchError(f"a class-conditional generator needs {n} class ids to sample {n} images")
+        return condition.to(self.device).long()
+
     def sample(self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> dict[str, torch.Tensor]:
         """{"image": (n, C, *spatial) in [0, 1], and "label": class ids (n,) or masks (n, 1,
         *spatial) where the generator is conditional}."""

@@ -190,11 +190,7 @@ class DiffusionModel(GeneratorModule):
         sampler = sampler or hp.sampler
         steps = steps or (hp.sample_steps if sampler == hp.sampler else hp.num_train_timesteps)
         guidance = hp.guidance if guidance is None else guidance
-        labels = None
-        if hp.condition == "class":
-            if condition is None or len(condition) != n:
-                raise WorkbenchError(f"a class-conditional generator needs {n} class ids to sample {n} images")
-            labels = condition.to(self.device).long()
+        labels = self.sampling_labels(n, condition)
         scheduler = self.make_scheduler(sampler, steps)
         x = torch.randn((n, *self.latent_shape()), generator=generator, device=self.device)
         for t in scheduler.timesteps:

@@ -192,11 +192,7 @@ class ConditionalGAN(GeneratorModule):
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> dict[str, torch.Tensor]:
-        labels = None
-        if self.hparams.condition == "class":
-            if condition is None or len(condition) != n:
-                raise WorkbenchError(f"a class-conditional generator needs {n} class ids to sample {n} images")
-            labels = condition.to(self.device).long()
+        labels = self.sampling_labels(n, condition)
         z = torch.randn(n, self.hparams.latent_dim, generator=generator, device=self.device)
         out = {"image": to_image_range(self.sampling_net(z, labels)).cpu()}
         if labels is not None:
