@@ -98,8 +98,9 @@ def export_generated(model: GeneratorModule, datamodule: Any, checkpoint: Path, 
             FeatureNetwork.from_backbone(options["features"]) if options.get("features")
             else FeatureNetwork.random(data.spatial_dims, data.in_channels)
         )
-        manifest["quality"] = {"reference_view": options["reference"], **quality_report(sampled["image"], reference, train_images, features)}
-        extra_files["memorisation.csv"] = audit_csv(memorisation_audit(sampled["image"], train_images), train_ids)
+        audit = memorisation_audit(sampled["image"], train_images)
+        manifest["quality"] = {"reference_view": options["reference"], **quality_report(sampled["image"], reference, audit, features)}
+        extra_files["memorisation.csv"] = audit_csv(audit, train_ids)
     task = {"class": "classification", "mask": "segmentation", "none": "unlabeled"}[model.hparams.condition]
     intensity = datamodule.intensity_range or data.extra.get("intensity_range")
     value_range = list(intensity) if datamodule.intensity_mode in ("auto", "range") and intensity is not None else None

@@ -18,6 +18,7 @@ from workbench.generate import generate
 from workbench.generators import ConditionalGAN, DiffusionModel
 from workbench.generators import export as export_module
 from workbench.generators.base import generator_ema_decay
+from workbench.generators.loading import load_module
 from workbench.generators.diffaugment import cutout, diff_augment
 from workbench.generators.export import export_synthetic
 from workbench.generators.quality import (
@@ -138,8 +139,6 @@ def test_bad_generator_settings_are_refused():
 
 def test_gan_ema_generator_copies_batch_norm_statistics(tmp_path):
     run_synthesize(tmp_path, ["generator=dcgan", *GAN, *TINY_2D])
-    from workbench.generators.loading import load_module
-
     model = load_module(tmp_path, ConditionalGAN)
     for ema_buffer, buffer in zip(model.ema.model.buffers(), model.net.buffers()):
         assert torch.equal(ema_buffer, buffer)

@@ -268,6 +268,9 @@ class MedicalDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
+        return self._dataloader(dataset, batch_size, shuffle, sampler, drop_last and len(self.views[view]) >= batch_size)
+
+    def _dataloader(self, dataset: Any, batch_size: int, shuffle: bool, sampler: Any = None, drop_last: bool = False) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -275,7 +278,7 @@ class MedicalDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=drop_last and len(self.views[view]) >= batch_size,
+            drop_last=drop_last,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -292,19 +295,13 @@ class MedicalDataModule(pl.LightningDataModule):
 
     def labeled_dataloader(self) -> DataLoader:
         """The labeled view, with the synthetic view mixed in when there is one."""
+        labeled = self._loader("labeled", shuffle=True, batch_size=self.batch_size)
         if not self.views.get("synthetic"):
-            return self._loader("labeled", shuffle=True, batch_size=self.batch_size)
-        if not self.views["labeled"]:
-            raise WorkbenchError(f"the 'labeled' view is empty for {self.load().description}")
+            return labeled
         real, synthetic = len(self.views["labeled"]), len(self.views["synthetic"])
         per_epoch = synthetic if self.synthetic_ratio is None else round(self.synthetic_ratio * real)
-        return DataLoader(
-            ConcatDataset([self.dataset("labeled"), self.dataset("synthetic")]),
-            batch_size=self.batch_size,
-            sampler=RealSyntheticSampler(real, synthetic, per_epoch, self.split_seed),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        sampler = RealSyntheticSampler(real, synthetic, per_epoch, self.split_seed)
+        return self._dataloader(ConcatDataset([labeled.dataset, self.dataset("synthetic")]), self.batch_size, False, sampler)
 
     def episode_dataloader(self) -> DataLoader:
         """`episodes`: n_way, k_shot, n_query and per_epoch (episodes per epoch)."""

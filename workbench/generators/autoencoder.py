@@ -12,7 +12,7 @@ from monai.networks.nets import AutoencoderKL
 
 from workbench.generators.base import to_model_range
 from workbench.generators.loading import NamesItsClass, load_module
-from workbench.tasks.optim import warmup_cosine
+from workbench.tasks.optim import configure_net_warmup_cosine
 
 
 class AutoencoderKLModule(NamesItsClass, pl.LightningModule):
@@ -61,11 +61,7 @@ class AutoencoderKLModule(NamesItsClass, pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return warmup_cosine(
-            self.net.parameters(), "adamw", lr=hp.lr, weight_decay=0.0,
-            total_steps=int(self.trainer.estimated_stepping_batches), warmup_steps=hp.warmup_steps,
-        )
+        return configure_net_warmup_cosine(self)
 
 
 def load_autoencoder(path: str) -> AutoencoderKLModule:

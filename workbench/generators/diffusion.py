@@ -24,7 +24,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from workbench.errors import WorkbenchError
 from workbench.generators.autoencoder import AutoencoderKLModule, load_autoencoder
 from workbench.generators.base import GeneratorModule, to_image_range, to_model_range
-from workbench.tasks.optim import warmup_cosine
+from workbench.tasks.optim import configure_net_warmup_cosine
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -145,11 +145,7 @@ class DiffusionModel(GeneratorModule):
         return loss
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return warmup_cosine(
-            self.net.parameters(), "adamw", lr=hp.lr, weight_decay=hp.weight_decay,
-            total_steps=int(self.trainer.estimated_stepping_batches), warmup_steps=hp.warmup_steps,
-        )
+        return configure_net_warmup_cosine(self, self.hparams.weight_decay)
 
     # ----- sampling ----------------------------------------------------------------------------
     def make_scheduler(self, sampler: str, steps: int) -> DDPMScheduler | DDIMScheduler:

@@ -172,13 +172,12 @@ def memorisation_audit(fake: torch.Tensor, train: torch.Tensor, ratio: float = 1
     }
 
 
-def quality_report(fake: torch.Tensor, reference: torch.Tensor, train: torch.Tensor, features: FeatureNetwork) -> dict[str, Any]:
+def quality_report(fake: torch.Tensor, reference: torch.Tensor, audit: dict[str, Any], features: FeatureNetwork) -> dict[str, Any]:
     """Every metric of a synthetic set (images in [0, 1]) against `reference` real images (for
-    FID, KID, precision/recall) and the generator's `train` images (for the memorisation audit)."""
+    FID, KID, precision/recall), with the summary of its `memorisation_audit`."""
     real_f, fake_f = features(reference), features(fake)
     kid_mean, kid_std = kid(real_f, fake_f)
     precision, recall = precision_recall(real_f, fake_f)
-    audit = memorisation_audit(fake, train)
     return {
         "fid": fid(real_f, fake_f),
         "kid": kid_mean,

@@ -52,3 +52,13 @@ def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw"
         total_steps=total,
         warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
     )
+
+
+def configure_net_warmup_cosine(module: pl.LightningModule, weight_decay: float = 0.0) -> dict:
+    """AdamW on `module.net` with `lr` and `warmup_steps` (in optimizer steps) from its
+    hyperparameters, cosine-decayed over the whole run (the generators)."""
+    hp = module.hparams
+    return warmup_cosine(
+        module.net.parameters(), "adamw", lr=hp.lr, weight_decay=weight_decay,
+        total_steps=int(module.trainer.estimated_stepping_batches), warmup_steps=hp.warmup_steps,
+    )
