@@ -23,7 +23,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from common import mean_sd, run_stage
+from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.evaluation.report import write_report
 from workbench.pipeline import pipeline
@@ -49,11 +49,12 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "label_efficiency.json"))
     parser.add_argument("--runs", default=str(RESULTS / "label_efficiency_runs"))
+    add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     runs = Path(args.runs)
     limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
-    common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit]
+    common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit, *trainer_overrides(args)]
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
     supervised = [f"task.width={args.width}", "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]

@@ -29,7 +29,7 @@ import random
 import warnings
 from pathlib import Path
 
-from common import mean_sd, run_stage
+from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.train import train
 
@@ -75,10 +75,12 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "semi.json"))
+    parser.add_argument("--runs", default=str(RESULTS / "semi_runs"), help="where the runs go (reused when finished)")
+    add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    runs = RESULTS / "semi_runs"
-    common = [f"paths.data_dir={args.data_dir}", f"data.num_workers={args.workers}", "logger=csv"]
+    runs = Path(args.runs)
+    common = [f"paths.data_dir={args.data_dir}", f"data.num_workers={args.workers}", "logger=csv", *trainer_overrides(args)]
     if args.limit_batches:
         common.append(f"+trainer.limit_train_batches={args.limit_batches}")
     semi_steps = [] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"]

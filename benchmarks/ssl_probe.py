@@ -2,8 +2,9 @@
 
 1. Pretrain each method on the training images with labels hidden (`workbench pretrain`).
 2. With `--fraction` of the training labels (stratified; 1% = 47 images) and each seed, train
-   (a) a linear probe on the frozen pretrained backbone, (b) the pretrained backbone finetuned,
-   (c) the same architecture from scratch: all through `workbench train`, under one protocol:
+   (a) a linear probe on the frozen pretrained backbone, (b) the pretrained backbone finetuned
+   (with `--backbone-lr-scale`, also finetuned with the backbone at that fraction of the learning
+   rate), (c) the same architecture from scratch: all through `workbench train`, under one protocol:
    model selection and the decision threshold use a stratified subset of the official val split
    at the same fraction, and the test split is scored once, at the end.
 
@@ -25,7 +26,7 @@ import json
 import warnings
 from pathlib import Path
 
-from common import mean_sd, run_stage
+from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.pretrain import pretrain
 from workbench.train import train
@@ -45,14 +46,18 @@ def main() -> None:
     parser.add_argument("--pretrain-batch", type=int, default=128)
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--finetune-batch", type=int, default=16)
+    parser.add_argument("--backbone-lr-scale", type=float, default=None,
+                        help="also finetune with the pretrained backbone at this fraction of the learning rate (mode finetune_lr<scale>)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="folder holding pneumoniamnist/ (default: ../shared/data)")
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "ssl_probe.json"))
+    parser.add_argument("--runs", default=str(RESULTS / "ssl_probe_runs"), help="where the runs go (reused when finished)")
+    add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    runs = RESULTS / "ssl_probe_runs"
-    data = ["data=pneumoniamnist", f"data.num_workers={args.workers}"]
+    runs = Path(args.runs)
+    data = ["data=pneumoniamnist", f"data.num_workers={args.workers}", *trainer_overrides(args)]
     if args.data_dir:
         data.append(f"paths.data_dir={args.data_dir}")
     if args.limit_batches:
@@ -88,7 +93,10 @@ def main() -> None:
         )
         print(f"{method}: pretrained {pre['epochs']} epochs in {pre['pretrain_seconds']:.0f} s", flush=True)
         for seed in args.seeds:
-            for mode, extra in (("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])):
+            modes = [("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])]
+            if args.backbone_lr_scale:
+                modes.append((f"finetune_lr{args.backbone_lr_scale:g}", [f"task.backbone_lr_scale={args.backbone_lr_scale}"]))
+            for mode, extra in modes:
                 overrides = [*common_train, f"seed={seed}", f"task.pretrained={runs / f'pretrain-{method}'}", *extra]
                 metrics = run_stage(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
                 record(method, mode, seed, metrics, pre["pretrain_seconds"])

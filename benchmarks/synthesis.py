@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import run_stage
+from common import add_trainer_argument, run_stage, trainer_overrides
 from torchvision.utils import save_image
 
 from workbench.generate import generate
@@ -67,10 +67,11 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "synthesis.json"))
     parser.add_argument("--runs", default=str(RESULTS / "synthesis_runs"), help="where the runs go (reused when finished)")
+    add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     runs = Path(args.runs)
-    common = [f"paths.data_dir={args.data_dir}", f"data.num_workers={args.workers}", "logger=csv", f"seed={args.seed}"]
+    common = [f"paths.data_dir={args.data_dir}", f"data.num_workers={args.workers}", "logger=csv", f"seed={args.seed}", *trainer_overrides(args)]
     if args.limit_batches:
         common.append(f"+trainer.limit_train_batches={args.limit_batches}")
     classifier = [f"task.width={args.width}", "data.val_fraction=1.0", "monitor.metric=val/loss", "monitor.mode=min"]

@@ -41,6 +41,19 @@ def stack_view(datamodule: Any, view: str) -> tuple[torch.Tensor, list[str]]:
     return torch.cat(images), ids
 
 
+def sampling_device(name: str) -> torch.device:
+    """'auto': the first GPU when there is one, else the CPU; or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise WorkbenchError(f"generate.device={name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"generate.device={name!r}: no GPU is visible here (use auto or cpu)")
+    return device
+
+
 def sample_set(model: GeneratorModule, n_per_class: int, seed: int, batch_size: int, options: dict[str, Any]) -> dict[str, torch.Tensor]:
     """`n_per_class` images per class (class-conditional), else `n_per_class` images in all."""
     if n_per_class < 1:
@@ -71,18 +84,23 @@ def audit_csv(audit: dict[str, Any], train_ids: list[str]) -> str:
 def export_generated(model: GeneratorModule, datamodule: Any, checkpoint: Path, options: DictConfig | dict) -> dict[str, Any]:
     """Samples, measures and writes the dataset at `options.output`; returns the manifest."""
     options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) else dict(options)
-    model = model.eval()
+    device = sampling_device(options.get("device", "auto"))
+    model = model.to(device).eval()
     overrides = {k: options[k] for k in SAMPLING_KEYS if options.get(k) is not None}
     start = time.perf_counter()
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         sampled = sample_set(model, options["n_per_class"], options["seed"], options["batch_size"], overrides)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # kernels run asynchronously: time them to the end
     seconds = time.perf_counter() - start
+    sampled = {k: v.cpu() for k, v in sampled.items()}
     data = datamodule.load()
     manifest: dict[str, Any] = {
         "generator": type(model).__name__,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_of(checkpoint),
         "seed": options["seed"],
+        "device": str(device),
         **model.sample_options(),
         **overrides,
         "n_per_class": options["n_per_class"],

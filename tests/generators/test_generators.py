@@ -14,7 +14,7 @@ from tests.conftest import compose_train
 from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
 from workbench.data.synthetic import RealSyntheticSampler
 from workbench.errors import WorkbenchError
-from workbench.generate import generate
+from workbench.generate import generate, sampling_device
 from workbench.generators import ConditionalGAN, DiffusionModel
 from workbench.generators import export as export_module
 from workbench.generators.base import generator_ema_decay
@@ -135,6 +135,13 @@ def test_bad_generator_settings_are_refused():
         ConditionalGAN(in_channels=1, num_classes=2, condition="mask", image_shape=(16, 16))
     with pytest.raises(WorkbenchError, match="unknown policy 'hue'"):
         ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), diffaugment="translation,hue")
+    with pytest.raises(WorkbenchError, match="generate.device='gpu0': expected auto, cpu, cuda or cuda:N"):
+        sampling_device("gpu0")
+    assert sampling_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert sampling_device("auto") == torch.device("cpu")
+        with pytest.raises(WorkbenchError, match="no GPU is visible"):
+            sampling_device("cuda:0")
 
 
 def test_gan_ema_generator_copies_batch_norm_statistics(tmp_path):

@@ -78,3 +78,18 @@ def test_width_narrows_the_backbone(name, spatial_dims, full_dim):
         build_backbone(name, spatial_dims, 1, width=0)
     with pytest.raises(WorkbenchError, match="fixed width"):
         build_backbone("vit_tiny", 2, 1, width=0.5)
+
+
+def test_backbone_lr_scale_slows_only_the_backbone():
+    from workbench.tasks.optim import warmup_cosine
+
+    task = ClassificationTask(in_channels=1, num_classes=2, width=0.25, lr=1e-2, backbone_lr_scale=0.1)
+    groups = task.parameter_groups()
+    trainable = {id(p) for p in task.parameters() if p.requires_grad}
+    assert {id(p) for g in groups for p in g["params"]} == trainable and sum(len(g["params"]) for g in groups) == len(trainable)
+    optimizer = warmup_cosine(groups, "adamw", lr=1e-2, weight_decay=0.0, total_steps=10, warmup_steps=0)["optimizer"]
+    backbone_group, head_group = optimizer.param_groups
+    assert backbone_group["lr"] == pytest.approx(1e-3) and head_group["lr"] == pytest.approx(1e-2)
+    assert all(p is q for p, q in zip(head_group["params"], task.head.parameters()))
+    with pytest.raises(WorkbenchError, match="task.backbone_lr_scale=0"):
+        ClassificationTask(in_channels=1, num_classes=2, backbone_lr_scale=0)

@@ -42,7 +42,7 @@ from workbench.data.episodes import EpisodeSampler
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
 from workbench.data.synthetic import RealSyntheticSampler, check_compatible
-from workbench.data.transforms import build_transforms, strip_label
+from workbench.data.transforms import WithoutMetadata, build_transforms, strip_label
 from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.io import write_json_atomic
 
@@ -251,7 +251,7 @@ class MedicalDataModule(pl.LightningDataModule):
                 return CheckedCacheDataset(records, transform, progress=False)
             if from_files and self.cache == "disk":
                 return CheckedPersistentDataset(records, transform, cache_dir=self.cache_dir)
-            return CheckedDataset(records, transform)
+            return CheckedDataset(records, WithoutMetadata(transform.transforms))
 
     def _loader(
         self, view: str, shuffle: bool, batch_size: int, drop_last: bool = False, train: bool | None = None

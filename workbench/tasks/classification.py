@@ -44,12 +44,15 @@ class ClassificationTask(EvaluatedTask):
         image_size: int = 32,
         pretrained: str | None = None,
         freeze_backbone: bool = False,
+        backbone_lr_scale: float | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise WorkbenchError(f"num_classes={num_classes}: classification needs at least 2 classes")
         if threshold != "val" and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
             raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
+        if backbone_lr_scale is not None and not 0.0 < backbone_lr_scale <= 1.0:
+            raise WorkbenchError(f"task.backbone_lr_scale={backbone_lr_scale}: expected a factor in (0, 1] (freeze_backbone=true freezes)")
         self.save_hyperparameters()
         self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size, width)
         if pretrained:
@@ -71,6 +74,15 @@ class ClassificationTask(EvaluatedTask):
         initialise another task or serve as the feature network of the synthesis metrics."""
         provenance = backbone_provenance(self.hparams, f"supervised ({type(self).__name__})", epochs=self.current_epoch, **extra)
         return export_backbone(self.backbone, directory, provenance)
+
+    def parameter_groups(self) -> list[dict]:
+        """The backbone at lr x backbone_lr_scale (null: 1), the rest at lr: finetuning a pretrained
+        backbone on a few labels at the head's rate can erase what pretraining learned."""
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        backbone = [p for n, p in trainable if n.startswith("backbone.")]
+        rest = [p for n, p in trainable if not n.startswith("backbone.")]
+        groups = [{"params": backbone, "lr": self.hparams.lr * (self.hparams.backbone_lr_scale or 1.0)}, {"params": rest}]
+        return [g for g in groups if g["params"]]
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.freeze_backbone:

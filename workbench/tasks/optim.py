@@ -39,13 +39,15 @@ def warmup_cosine(
 
 
 def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw") -> dict:
-    """For a module whose hyperparameters hold `lr`, `weight_decay` and `warmup_epochs`."""
+    """For a module whose hyperparameters hold `lr`, `weight_decay` and `warmup_epochs`; its
+    `parameter_groups()` (optimizer groups, each may set its own lr) when it has one."""
     trainer = module.trainer
     total = int(trainer.estimated_stepping_batches)
     steps_per_epoch = total / max(1, trainer.max_epochs or 1)
     hp = module.hparams
+    groups = getattr(module, "parameter_groups", None)
     return warmup_cosine(
-        [p for p in module.parameters() if p.requires_grad],
+        groups() if groups else [p for p in module.parameters() if p.requires_grad],
         optimizer,
         lr=hp.lr,
         weight_decay=hp.weight_decay,
