@@ -93,3 +93,15 @@ def test_backbone_lr_scale_slows_only_the_backbone():
     assert all(p is q for p, q in zip(head_group["params"], task.head.parameters()))
     with pytest.raises(WorkbenchError, match="task.backbone_lr_scale=0"):
         ClassificationTask(in_channels=1, num_classes=2, backbone_lr_scale=0)
+
+
+def test_youden_threshold_is_the_middle_of_the_optimal_interval():
+    from workbench.evaluation.classification_metrics import classification_metrics, youden_threshold
+
+    # Separable: any threshold in (0.4, 0.7] is perfect; the middle is 0.55.
+    scores, targets = torch.tensor([0.2, 0.4, 0.7, 0.8, 0.9]), torch.tensor([0, 0, 1, 1, 1])
+    assert youden_threshold(scores, targets) == pytest.approx(0.55)
+    assert classification_metrics(torch.stack([1 - scores, scores], 1), targets, 0.55) == {"auc": 1.0, "acc": 1.0}
+    # A negative at 0.75 above a positive at 0.7: J is best (2/3) for thresholds in (0.75, 0.8].
+    assert youden_threshold(torch.tensor([0.2, 0.75, 0.7, 0.8, 0.9]), targets) == pytest.approx(0.775)
+    assert youden_threshold(scores, torch.ones(5)) == 0.5  # one class: no ROC, the default

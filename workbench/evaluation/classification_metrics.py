@@ -8,12 +8,18 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc, mul
 
 
 def youden_threshold(scores: torch.Tensor, targets: torch.Tensor) -> float:
-    """The probability threshold that maximises sensitivity + specificity - 1."""
+    """The probability threshold that maximises sensitivity + specificity - 1 (Youden's J).
+
+    Every threshold between the optimal score and the next lower one gives the same J; the
+    midpoint of that interval is returned rather than its upper edge, the lowest score called
+    positive. With a handful of validation images the interval is wide, and its edge would call
+    negative any test image scored just below that one image."""
     if targets.unique().numel() < 2:
         return 0.5
-    fpr, tpr, thresholds = binary_roc(scores, targets.long())
+    fpr, tpr, thresholds = binary_roc(scores, targets.long())  # thresholds descending
     best = int(torch.argmax(tpr - fpr))
-    return float(thresholds[best].clamp(0.0, 1.0))
+    threshold = thresholds[best] if best + 1 == len(thresholds) else (thresholds[best] + thresholds[best + 1]) / 2
+    return float(threshold.clamp(0.0, 1.0))
 
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
