@@ -91,6 +91,8 @@ def test_backbone_lr_scale_slows_only_the_backbone():
     backbone_group, head_group = optimizer.param_groups
     assert backbone_group["lr"] == pytest.approx(1e-3) and head_group["lr"] == pytest.approx(1e-2)
     assert all(p is q for p, q in zip(head_group["params"], task.head.parameters()))
+    default = ClassificationTask(in_channels=1, num_classes=2, width=0.25).parameter_groups()
+    assert len(default) == 1 and len(default[0]["params"]) == len(list(task.parameters()))
     with pytest.raises(WorkbenchError, match="task.backbone_lr_scale=0"):
         ClassificationTask(in_channels=1, num_classes=2, backbone_lr_scale=0)
 

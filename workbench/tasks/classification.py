@@ -76,12 +76,14 @@ class ClassificationTask(EvaluatedTask):
         return export_backbone(self.backbone, directory, provenance)
 
     def parameter_groups(self) -> list[dict]:
-        """The backbone at lr x backbone_lr_scale (null: 1), the rest at lr: finetuning a pretrained
+        """The backbone at lr x backbone_lr_scale, the rest at lr (null: one group at lr): finetuning a pretrained
         backbone on a few labels at the head's rate can erase what pretraining learned."""
         trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if not self.hparams.backbone_lr_scale:  # one group, as before the option (old checkpoints resume)
+            return [{"params": [p for _, p in trainable]}]
         backbone = [p for n, p in trainable if n.startswith("backbone.")]
         rest = [p for n, p in trainable if not n.startswith("backbone.")]
-        groups = [{"params": backbone, "lr": self.hparams.lr * (self.hparams.backbone_lr_scale or 1.0)}, {"params": rest}]
+        groups = [{"params": backbone, "lr": self.hparams.lr * self.hparams.backbone_lr_scale}, {"params": rest}]
         return [g for g in groups if g["params"]]
 
     def on_train_epoch_start(self) -> None:
