@@ -68,9 +68,14 @@ def wait_for_rank_zero() -> None:
         torch.distributed.barrier()
 
 
+def stage_seconds(metrics: dict[str, Any]) -> float | None:
+    """A stage's training time (pretraining reports it as pretrain_seconds)."""
+    return metrics.get("train_seconds", metrics.get("pretrain_seconds"))
+
+
 def stage_row(name: str, metrics: dict[str, Any]) -> str:
     shown = {k: v for k, v in metrics.items() if isinstance(v, float) and (k.startswith(("test/", "val/", "quality/fid", "quality/memorized")))}
-    seconds = metrics.get("train_seconds", metrics.get("pretrain_seconds"))
+    seconds = stage_seconds(metrics)
     values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
     took = "reused" if metrics.get("reused") else f"{seconds:.0f} s" if seconds is not None else ""
     return f"| {name} | {values} | {took} | {metrics.get('run_dir', '')} |"
@@ -130,7 +135,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         "best_val_score": final.get("best_val_score"),
         **{k: final[k] for k in TEST_KEYS if k in final},
         **{f"baseline/{k}": stages["baseline"][k] for k in TEST_KEYS if "baseline" in stages and k in stages["baseline"]},
-        "train_seconds": sum(s.get("train_seconds", s.get("pretrain_seconds", 0.0)) for s in stages.values() if not s.get("reused")),
+        "train_seconds": sum(stage_seconds(s) or 0.0 for s in stages.values() if not s.get("reused")),
         "stages": {name: {"run_dir": s["run_dir"], "reused": s["reused"]} for name, s in stages.items()},
     }
     if writer:

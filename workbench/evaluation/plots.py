@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -31,9 +30,16 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path, title: str = "
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
+    """Writes the figure aside and renames it when complete, then closes it."""
     path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # renamed when complete
-    fig.savefig(partial, dpi=100)
-    plt.close(fig)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        fig.savefig(partial, dpi=dpi)
+    finally:
+        plt.close(fig)
     os.replace(partial, path)
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
 from pathlib import Path
@@ -26,6 +25,7 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from workbench.evaluation.plots import save_figure  # noqa: E402
 from workbench.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 METRICS = ("auc", "acc", "dice")
@@ -135,11 +135,7 @@ def plot_label_efficiency(rows: list[dict], metric: str, path: Path, references:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    fig.savefig(partial, dpi=110)
-    plt.close(fig)
-    os.replace(partial, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def markdown_table(rows: list[dict]) -> str:
