@@ -2,7 +2,8 @@
 # The GPU runs of benchmarks/RESULTS.md in one command: synthesis, ssl_probe and the three seeds
 # of label_efficiency at once on one GPU (their data loading is CPU-bound at 28 px, so they share
 # a GPU well with about 16 cores), then label_efficiency once more over all seeds to merge them
-# (every stage is reused from the cache). ssl_probe also runs the slow-backbone finetuning.
+# (every stage is reused from the cache). ssl_probe also runs the slow-backbone finetuning and
+# LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%).
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR] [DATA_DIR]     # default: benchmarks/results/gpu, ../shared/data
 #
@@ -24,9 +25,9 @@ label_efficiency() {
 }
 
 "$PY" benchmarks/synthesis.py --trainer "$TRAINER" --workers 3 --diffusion-epochs 120 --gan-epochs 60 --feature-epochs 10 \
-  --tstr-epochs 30 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/synthesis_runs" --out "$OUT/synthesis.json" > "$OUT/logs/synthesis.log" 2>&1 &
+  --tstr-epochs 30 --compare-per-class 512 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/synthesis_runs" --out "$OUT/synthesis.json" > "$OUT/logs/synthesis.log" 2>&1 &
 "$PY" benchmarks/ssl_probe.py --trainer "$TRAINER" --workers 4 --methods simclr=60 byol=60 --width 1.0 --finetune-epochs 40 \
-  --backbone-lr-scale 0.1 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/ssl_probe_runs" --out "$OUT/ssl_probe.json" > "$OUT/logs/ssl_probe.log" 2>&1 &
+  --backbone-lr-scale 0.1 --head-only-epochs 20 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/ssl_probe_runs" --out "$OUT/ssl_probe.json" > "$OUT/logs/ssl_probe.log" 2>&1 &
 for seed in 0 1 2; do
   label_efficiency --seeds "$seed" --out "$OUT/label_efficiency_seed$seed.json" > "$OUT/logs/label_efficiency_$seed.log" 2>&1 &
 done

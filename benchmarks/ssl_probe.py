@@ -4,7 +4,8 @@
 2. With `--fraction` of the training labels (stratified; 1% = 47 images) and each seed, train
    (a) a linear probe on the frozen pretrained backbone, (b) the pretrained backbone finetuned
    (with `--backbone-lr-scale`, also finetuned with the backbone at that fraction of the learning
-   rate), (c) the same architecture from scratch: all through `workbench train`, under one protocol:
+   rate; with `--head-only-epochs`, also LP-FT: the head alone first, then the backbone joins),
+   (c) the same architecture from scratch: all through `workbench train`, under one protocol:
    model selection and the decision threshold use a stratified subset of the official val split
    at the same fraction, and the test split is scored once, at the end.
 
@@ -34,6 +35,18 @@ from workbench.train import train
 RESULTS = Path(__file__).parent / "results"
 
 
+def finetune_modes(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(mode, task overrides) for each way of training on a pretrained backbone that the options ask for."""
+    modes = [("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])]
+    scale = [f"task.backbone_lr_scale={args.backbone_lr_scale}"] if args.backbone_lr_scale else []
+    if scale:
+        modes.append((f"finetune_lr{args.backbone_lr_scale:g}", scale))
+    if args.head_only_epochs is not None:
+        name = f"lp_ft{args.head_only_epochs}" + (f"_lr{args.backbone_lr_scale:g}" if scale else "")
+        modes.append((name, [f"task.head_only_epochs={args.head_only_epochs}", *scale]))
+    return [(mode, extra) for mode, extra in modes if not args.modes or mode in args.modes]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["simclr", "byol"], help="name or name=pretrain_epochs")
@@ -48,6 +61,9 @@ def main() -> None:
     parser.add_argument("--finetune-batch", type=int, default=16)
     parser.add_argument("--backbone-lr-scale", type=float, default=None,
                         help="also finetune with the pretrained backbone at this fraction of the learning rate (mode finetune_lr<scale>)")
+    parser.add_argument("--head-only-epochs", type=int, default=None,
+                        help="also LP-FT: the head learns alone this many epochs, then the backbone joins (at --backbone-lr-scale; mode lp_ft<epochs>...)")
+    parser.add_argument("--modes", nargs="+", default=None, help="run only these modes (default: all that the options make)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="folder holding pneumoniamnist/ (default: ../shared/data)")
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
@@ -77,7 +93,7 @@ def main() -> None:
         })
         print(f"{method:>8} {mode:>12} seed {seed}: AUC {metrics['test/auc']:.4f} ACC {metrics['test/acc']:.4f}", flush=True)
 
-    for seed in args.seeds:
+    for seed in args.seeds if not args.modes or "scratch" in args.modes else []:
         metrics = run_stage(train, "train", [*common_train, f"seed={seed}"], runs / f"scratch-{seed}")
         record("none", "scratch", seed, metrics, None)
     for spec in args.methods:
@@ -93,10 +109,7 @@ def main() -> None:
         )
         print(f"{method}: pretrained {pre['epochs']} epochs in {pre['pretrain_seconds']:.0f} s", flush=True)
         for seed in args.seeds:
-            modes = [("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])]
-            if args.backbone_lr_scale:
-                modes.append((f"finetune_lr{args.backbone_lr_scale:g}", [f"task.backbone_lr_scale={args.backbone_lr_scale}"]))
-            for mode, extra in modes:
+            for mode, extra in finetune_modes(args):
                 overrides = [*common_train, f"seed={seed}", f"task.pretrained={runs / f'pretrain-{method}'}", *extra]
                 metrics = run_stage(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
                 record(method, mode, seed, metrics, pre["pretrain_seconds"])

@@ -10,7 +10,9 @@
    alone, selected on the real val split, tested once on the real test split; beside it the
    same classifier on as many real images (TRTR), the ceiling.
 4. DDIM with 50 steps against DDPM with 1000 steps on the same diffusion model and seed, for
-   `--compare-per-class` images per class: sampling wall time and FID.
+   `--compare-per-class` images per class: sampling wall time and FID, beside the FID of as
+   many real training images (mean ± std over 10 draws): FID is biased upward for small sets,
+   and two equally good sets differ by about that std, so a gap smaller than it is not a finding.
 
     python benchmarks/synthesis.py
 
@@ -135,6 +137,9 @@ def main() -> None:
             "ddim50_seconds": compare["ddim"]["sampling_seconds"],
             "ddpm1000_seconds": compare["ddpm"]["sampling_seconds"],
             "compare_images": 2 * args.compare_per_class,
+            # FID of as many real training images: the floor at this size and its chance spread.
+            "compare_fid_real_same_size": compare["ddim"].get("quality/fid_real_same_size"),
+            "compare_fid_real_same_size_std": compare["ddim"].get("quality/fid_real_same_size_std"),
             "synthetic_images_per_set": 2 * args.per_class,
             "config": vars(args),
         },
@@ -150,6 +155,10 @@ def main() -> None:
         if key != "details":
             print(f"| {key} | {value:.4f} |")
     print(f"| TRTR AUC ({2 * args.per_class} real images) | {trtr['test/auc']:.4f} |")
+    floor = results["details"]["compare_fid_real_same_size"]
+    if floor is not None:
+        spread = results["details"]["compare_fid_real_same_size_std"]
+        print(f"| FID of {2 * args.compare_per_class} real images (floor ± chance spread) | {floor:.4f} ± {spread:.4f} |")
     print(f"wrote {out}")
 
 

@@ -50,6 +50,28 @@ def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert "supervised-only baseline" in report and "reused" in report
 
 
+def test_a_moved_stage_is_reused_and_another_config_never_overwrites_one(tmp_path):
+    """The cache compares configs with paths inside the run's own directory made relative, so a
+    finished run reached under another name is reused; a different config aimed at a finished
+    run's directory is refused and leaves its files as they were."""
+    import shutil
+
+    from workbench.errors import WorkbenchError
+    from workbench.stages import run_stage
+    from workbench.train import train
+
+    overrides = [*TINY_TRAIN, "+trainer.limit_train_batches=1", "logger=csv"]
+    first = run_stage(train, "train", overrides, tmp_path / "made_here")
+    shutil.move(tmp_path / "made_here", tmp_path / "moved")
+    reused = run_stage(train, "train", overrides, tmp_path / "moved")
+    assert reused["reused"] and reused["test/auc"] == first["test/auc"] and reused["steps"] == first["steps"]
+    assert reused["run_dir"] == str(tmp_path / "moved") and Path(reused["best_checkpoint"]).is_file()  # where it lies now
+    before = {f: f.read_bytes() for f in (tmp_path / "moved").rglob("*") if f.is_file()}
+    with pytest.raises(WorkbenchError, match=r"moved: holds a finished run of another configuration"):
+        run_stage(train, "train", [*overrides, "seed=1"], tmp_path / "moved")
+    assert {f: f.read_bytes() for f in (tmp_path / "moved").rglob("*") if f.is_file()} == before
+
+
 def stage_config(summary: dict, stage: str) -> dict:
     return yaml.safe_load((Path(summary["stages"][stage]["run_dir"]) / "config.yaml").read_text())
 

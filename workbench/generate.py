@@ -117,7 +117,7 @@ def export_generated(model: GeneratorModule, datamodule: Any, checkpoint: Path, 
             else FeatureNetwork.random(data.spatial_dims, data.in_channels)
         )
         audit = memorisation_audit(sampled["image"], train_images)
-        manifest["quality"] = {"reference_view": options["reference"], **quality_report(sampled["image"], reference, audit, features)}
+        manifest["quality"] = {"reference_view": options["reference"], **quality_report(sampled["image"], reference, audit, features, train_images)}
         extra_files["memorisation.csv"] = audit_csv(audit, train_ids)
     task = {"class": "classification", "mask": "segmentation", "none": "unlabeled"}[model.hparams.condition]
     intensity = datamodule.intensity_range or data.extra.get("intensity_range")

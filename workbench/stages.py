@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from workbench.config_path import config_dir
+from workbench.errors import WorkbenchError
 from workbench.runs import redact_secrets
 
 HASH_PLACEHOLDER = "<stage directory>"
@@ -46,24 +47,44 @@ def comparable(cfg: DictConfig) -> dict:
     return without_nulls(plain)
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """12 hex digits of the sha256 of the comparable config, with the output directory replaced
-    by a placeholder (keys like data.output_dir interpolate it)."""
+def rebased(tree: Any, old_dir: str, new_dir: str) -> Any:
+    """The tree with `old_dir` at the start of any string replaced by `new_dir`."""
+    old_dir = old_dir.rstrip("/")
+    if isinstance(tree, dict):
+        return {k: rebased(v, old_dir, new_dir) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [rebased(v, old_dir, new_dir) for v in tree]
+    if isinstance(tree, str) and (tree == old_dir or tree.startswith(old_dir + "/")):
+        return new_dir + tree[len(old_dir):]
+    return tree
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The comparable config with its output directory replaced by the placeholder."""
     probe = cfg.copy()
     with open_dict(probe):
         probe.paths.output_dir = HASH_PLACEHOLDER
-    text = json.dumps(comparable(probe), sort_keys=True, default=str)
+    return comparable(probe)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """12 hex digits of the sha256 of the config's `identity`."""
+    text = json.dumps(identity(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def finished(output_dir: Path, cfg: DictConfig) -> dict | None:
-    """The metrics of a finished run of exactly this config in `output_dir`, else None."""
+    """The metrics of a finished run of this config in `output_dir` (wherever the run was made:
+    paths inside its own directory compare equal), else None. A finished run of another config
+    there is refused, not overwritten."""
     done, saved = output_dir / "metrics.json", output_dir / "config.yaml"
     if not (done.is_file() and saved.is_file()):
         return None
-    mine = comparable(cfg)
-    theirs = without_nulls({k: v for k, v in (yaml.safe_load(saved.read_text()) or {}).items() if k != "paths"})
-    return json.loads(done.read_text()) if theirs == mine else None
+    tree = yaml.safe_load(saved.read_text()) or {}
+    made_in = str((tree.get("paths") or {}).get("output_dir", output_dir))  # keys like data.output_dir interpolate it
+    if rebased(without_nulls({k: v for k, v in tree.items() if k != "paths"}), made_in, HASH_PLACEHOLDER) != identity(cfg):
+        raise WorkbenchError(f"{output_dir}: holds a finished run of another configuration; delete it or choose another directory")
+    return rebased(json.loads(done.read_text()), made_in, str(output_dir))
 
 
 def run_stage(

@@ -22,12 +22,14 @@ from workbench.generators.loading import load_module
 from workbench.generators.diffaugment import cutout, diff_augment
 from workbench.generators.export import export_synthetic
 from workbench.generators.quality import (
+    FeatureNetwork,
     fid,
     kid,
     memorisation_audit,
     ms_ssim_diversity,
     ms_ssim_scales,
     precision_recall,
+    real_fid_floor,
 )
 from workbench.synthesize import synthesize
 
@@ -271,6 +273,21 @@ def test_fid_kid_and_precision_recall_on_known_distributions():
     assert precision_recall(small, small.clone()) == (1.0, 1.0)
     precision, recall = precision_recall(small, small + 100.0)
     assert precision == 0.0 and recall == 0.0
+
+
+def test_real_fid_floor_shrinks_with_the_set_size():
+    """FID is biased upward for small sets: real draws of 50 score well above real draws of
+    1000 against the same reference, and the spread says how much equal sets differ."""
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(2000, 4, generator=g, dtype=torch.float64)
+    pool = torch.randn(2000, 4, generator=g, dtype=torch.float64)
+    identity = FeatureNetwork(torch.nn.Identity(), {"kind": "identity"})
+    small, small_sd = real_fid_floor(reference, pool, 50, identity)
+    large, large_sd = real_fid_floor(reference, pool, 1000, identity)
+    assert large < 0.05 < small and 0 < large_sd < small_sd
+    assert real_fid_floor(reference, pool[:40], 50, identity) is None  # too few real images
+    shifted, _ = real_fid_floor(reference, pool + torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64), 1000, identity)
+    assert shifted == pytest.approx(2.0, abs=0.15)
 
 
 def test_memorisation_audit_flags_near_copies_only():

@@ -126,6 +126,38 @@ def test_downstream_training_from_a_pretrained_run(tmp_path):
     assert "test/auc" in train(cfg)
 
 
+def test_head_only_epochs_keep_the_pretrained_backbone_untouched(tmp_path):
+    """LP-FT: during the head-only epochs the backbone's weights and batch-norm statistics stay
+    as pretrained while the head learns; its optimizer group starts at lr 0 and joins later."""
+    from workbench.tasks.optim import warmup_cosine
+    from workbench.train import train
+
+    SimCLR(in_channels=1, backbone="resnet18", width=0.25).export(tmp_path / "pre")
+    cfg = compose_train([
+        f"task.pretrained={tmp_path / 'pre'}", "task.width=0.25", "task.head_only_epochs=1", "trainer.max_epochs=1",
+        "data.source.size=16", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
+    ], tmp_path / "down")
+    metrics = train(cfg)
+    trained = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    start = ClassificationTask(in_channels=1, num_classes=2, width=0.25, pretrained=str(tmp_path / "pre")).state_dict()
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)
+    assert all(torch.equal(trained[k], start[k]) for k in backbone)
+    assert not torch.equal(trained["head.1.weight"], start["head.1.weight"])
+
+    task = ClassificationTask(in_channels=1, num_classes=2, width=0.25, lr=1e-2, pretrained=str(tmp_path / "pre"), head_only_epochs=2)
+    groups = [{**g, "start_step": 4} if "start_epoch" in g else g for g in task.parameter_groups()]
+    scheduler = warmup_cosine(groups, "adamw", lr=1e-2, weight_decay=0.0, total_steps=10, warmup_steps=2)["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append([g["lr"] for g in scheduler.optimizer.param_groups])
+        scheduler.optimizer.step(), scheduler.step()
+    assert [b for b, _ in lrs[:4]] == [0.0] * 4 and lrs[4][0] == pytest.approx(1e-2 / 3)  # then its own warm-up
+    assert lrs[0][1] == pytest.approx(1e-2 / 3) and lrs[4][1] < 1e-2  # the head's schedule runs from step 0
+    with pytest.raises(WorkbenchError, match="task.head_only_epochs=1: expected epochs >= 0 before a pretrained backbone"):
+        ClassificationTask(in_channels=1, num_classes=2, head_only_epochs=1)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_views_shapes_multicrop_and_channels(dims):
     mv = multi_view(dims, size=16, n_global=2, n_local=3, local_size=8)

@@ -79,6 +79,24 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(FIDMetric()(fake, real))
 
 
+def real_fid_floor(
+    reference: torch.Tensor, pool: torch.Tensor, n: int, features: FeatureNetwork, draws: int = 10, seed: int = 0
+) -> tuple[float, float] | None:
+    """FID against the reference features of `n` real images drawn from `pool` (mean, std over
+    `draws` draws): what a perfect generator scores with a set of this size, since FID is biased
+    upward for small sets, and how far two equally good sets differ by chance. None when the
+    pool has fewer than `n` images."""
+    if n < 2 or len(pool) < n:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    picks = [torch.randperm(len(pool), generator=g)[:n] for _ in range(draws)]
+    used = torch.unique(torch.cat(picks))
+    pooled = torch.zeros(len(pool), reference.shape[1], dtype=reference.dtype)
+    pooled[used] = features(pool[used]).to(reference.dtype)
+    values = torch.tensor([fid(reference, pooled[pick]) for pick in picks])
+    return float(values.mean()), float(values.std())
+
+
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = 50, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 with the kernel
     (x.y / d + 1)^3, averaged over random subsets; (mean, std over subsets). Unbiased, so about
@@ -172,14 +190,20 @@ def memorisation_audit(fake: torch.Tensor, train: torch.Tensor, ratio: float = 1
     }
 
 
-def quality_report(fake: torch.Tensor, reference: torch.Tensor, audit: dict[str, Any], features: FeatureNetwork) -> dict[str, Any]:
+def quality_report(
+    fake: torch.Tensor, reference: torch.Tensor, audit: dict[str, Any], features: FeatureNetwork, train: torch.Tensor | None = None
+) -> dict[str, Any]:
     """Every metric of a synthetic set (images in [0, 1]) against `reference` real images (for
-    FID, KID, precision/recall), with the summary of its `memorisation_audit`."""
+    FID, KID, precision/recall), with the summary of its `memorisation_audit`; with the real
+    `train` images, also the FID of as many real images (`real_fid_floor`)."""
     real_f, fake_f = features(reference), features(fake)
     kid_mean, kid_std = kid(real_f, fake_f)
     precision, recall = precision_recall(real_f, fake_f)
+    floor = real_fid_floor(real_f, train, len(fake), features) if train is not None else None
     return {
         "fid": fid(real_f, fake_f),
+        "fid_real_same_size": floor[0] if floor else None,
+        "fid_real_same_size_std": floor[1] if floor else None,
         "kid": kid_mean,
         "kid_std": kid_std,
         "precision": precision,

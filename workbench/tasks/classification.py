@@ -45,6 +45,7 @@ class ClassificationTask(EvaluatedTask):
         pretrained: str | None = None,
         freeze_backbone: bool = False,
         backbone_lr_scale: float | None = None,
+        head_only_epochs: int | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -53,6 +54,11 @@ class ClassificationTask(EvaluatedTask):
             raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
         if backbone_lr_scale is not None and not 0.0 < backbone_lr_scale <= 1.0:
             raise WorkbenchError(f"task.backbone_lr_scale={backbone_lr_scale}: expected a factor in (0, 1] (freeze_backbone=true freezes)")
+        if head_only_epochs is not None and (head_only_epochs < 0 or freeze_backbone or not pretrained):
+            raise WorkbenchError(
+                f"task.head_only_epochs={head_only_epochs}: expected epochs >= 0 before a pretrained backbone "
+                "(task.pretrained set, task.freeze_backbone false) starts to learn"
+            )
         self.save_hyperparameters()
         self.backbone, dim = build_backbone(backbone, spatial_dims, in_channels, small_input, image_size, width)
         if pretrained:
@@ -76,18 +82,28 @@ class ClassificationTask(EvaluatedTask):
         return export_backbone(self.backbone, directory, provenance)
 
     def parameter_groups(self) -> list[dict]:
-        """The backbone at lr x backbone_lr_scale, the rest at lr (null: one group at lr): finetuning a pretrained
-        backbone on a few labels at the head's rate can erase what pretraining learned."""
+        """The backbone at lr x backbone_lr_scale from epoch head_only_epochs on, the rest at lr
+        (both null: one group at lr, as before the options, so old checkpoints resume).
+
+        Finetuning a pretrained backbone on a few labels at the head's rate can erase what
+        pretraining learned; so can the first gradients of a random head. Head-only epochs first
+        are LP-FT (Kumar et al. 2022): the backbone waits at lr 0 with frozen batch-norm
+        statistics. Its gradients are still computed, so DDP sees every parameter used, and
+        AdamW's moments for it start warm."""
+        hp = self.hparams
         trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        if not self.hparams.backbone_lr_scale:  # one group, as before the option (old checkpoints resume)
+        if not hp.backbone_lr_scale and hp.head_only_epochs is None:
             return [{"params": [p for _, p in trainable]}]
         backbone = [p for n, p in trainable if n.startswith("backbone.")]
         rest = [p for n, p in trainable if not n.startswith("backbone.")]
-        groups = [{"params": backbone, "lr": self.hparams.lr * self.hparams.backbone_lr_scale}, {"params": rest}]
+        groups = [
+            {"params": backbone, "lr": hp.lr * (hp.backbone_lr_scale or 1.0), "start_epoch": hp.head_only_epochs or 0},
+            {"params": rest},
+        ]
         return [g for g in groups if g["params"]]
 
     def on_train_epoch_start(self) -> None:
-        if self.hparams.freeze_backbone:
+        if self.hparams.freeze_backbone or self.current_epoch < (self.hparams.head_only_epochs or 0):
             self.backbone.eval()  # frozen means frozen batch-norm statistics too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

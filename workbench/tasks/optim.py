@@ -13,10 +13,30 @@ from workbench.errors import WorkbenchError
 OPTIMIZERS = ("adamw", "sgd", "lars")
 
 
+def schedule(total_steps: int, warmup_steps: int, start_step: int = 0):
+    """The lr factor of a step: 0 before `start_step`, then a linear warm-up and a cosine decay
+    over the steps left."""
+    total = max(1, total_steps - start_step)
+    warmup = min(warmup_steps, total - 1)
+
+    def factor(step: int) -> float:
+        step -= start_step
+        if step < 0:
+            return 0.0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return factor
+
+
 def warmup_cosine(
     params, name: str, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
 ) -> dict:
-    """`adamw` (robust default), `sgd` (momentum 0.9) or `lars` (lightly's, for large batches)."""
+    """`adamw` (robust default), `sgd` (momentum 0.9) or `lars` (lightly's, for large batches).
+    `params` are tensors or optimizer groups; a group's `start_step` holds it at lr 0 until then."""
+    params = [dict(p) if isinstance(p, dict) else p for p in params]
+    starts = [g.pop("start_step", 0) for g in params] if params and isinstance(params[0], dict) else [0]
     if name == "adamw":
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     elif name == "sgd":
@@ -26,28 +46,24 @@ def warmup_cosine(
     else:
         raise WorkbenchError(f"optimizer '{name}': expected one of {OPTIMIZERS}")
     total_steps = max(1, total_steps)
-    warmup_steps = min(warmup_steps, total_steps - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule(total_steps, warmup_steps, s) for s in starts])
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw") -> dict:
     """For a module whose hyperparameters hold `lr`, `weight_decay` and `warmup_epochs`; its
-    `parameter_groups()` (optimizer groups, each may set its own lr) when it has one."""
+    `parameter_groups()` (optimizer groups, each may set its own `lr` and `start_epoch`) when it
+    has one."""
     trainer = module.trainer
     total = int(trainer.estimated_stepping_batches)
     steps_per_epoch = total / max(1, trainer.max_epochs or 1)
     hp = module.hparams
-    groups = getattr(module, "parameter_groups", None)
+    groups = module.parameter_groups() if hasattr(module, "parameter_groups") else [p for p in module.parameters() if p.requires_grad]
+    for group in groups:  # a group that starts late (in epochs) starts at this step
+        if isinstance(group, dict) and "start_epoch" in group:
+            group["start_step"] = int(group.pop("start_epoch") * steps_per_epoch)
     return warmup_cosine(
-        groups() if groups else [p for p in module.parameters() if p.requires_grad],
+        groups,
         optimizer,
         lr=hp.lr,
         weight_decay=hp.weight_decay,
