@@ -20,6 +20,7 @@ from workbench.generators import export as export_module
 from workbench.generators.base import generator_ema_decay
 from workbench.generators.loading import load_module
 from workbench.generators.diffaugment import cutout, diff_augment
+from workbench.generators.gan import MinibatchStd
 from workbench.generators.export import export_synthetic
 from workbench.generators.quality import (
     FeatureNetwork,
@@ -135,6 +136,8 @@ def test_bad_generator_settings_are_refused():
         ConditionalGAN(in_channels=1, num_classes=2, spatial_dims=3, image_shape=(16, 16, 16))
     with pytest.raises(WorkbenchError, match="not masks"):
         ConditionalGAN(in_channels=1, num_classes=2, condition="mask", image_shape=(16, 16))
+    with pytest.raises(WorkbenchError, match="generator.minibatch_std=4: expected a group size >= 0, used by discriminator=dcgan only"):
+        ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), discriminator="patch", minibatch_std=4)
     with pytest.raises(WorkbenchError, match="unknown policy 'hue'"):
         ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), diffaugment="translation,hue")
     with pytest.raises(WorkbenchError, match="generate.device='gpu0': expected auto, cpu, cuda or cuda:N"):
@@ -158,6 +161,19 @@ def test_generator_ema_follows_recent_weights_from_the_start():
     assert generator_ema_decay(0, 0.999) == pytest.approx(0.1)
     assert generator_ema_decay(80, 0.999) == pytest.approx(0.9)
     assert generator_ema_decay(10**6, 0.999) == 0.999
+
+
+def test_minibatch_std_channel_sees_a_collapsed_batch():
+    """The appended channel is the mean feature std within each group: about 0 for a batch of
+    one repeated image, positive for a varied one, equal within a group, computed per group."""
+    layer = MinibatchStd(group_size=4)
+    same = layer(torch.rand(1, 3, 5, 5).repeat(8, 1, 1, 1))
+    assert same.shape == (8, 4, 5, 5) and same[:, 3].max() < 1e-3
+    varied = torch.rand(8, 3, 5, 5)
+    out = layer(varied)[:, 3]
+    assert torch.all(out > 0.1) and torch.equal(out, out[:, :1, :1].expand_as(out))
+    assert torch.allclose(out[1, 0, 0], varied[1::2].std(0, unbiased=False).mean(), atol=1e-4)  # group {1, 3, 5, 7}
+    assert layer(torch.rand(6, 3, 5, 5)).shape == (6, 4, 5, 5)  # groups of 3 when 4 does not divide 6
 
 
 def test_diffaugment_keeps_shapes_and_passes_gradients():

@@ -5,8 +5,10 @@ suffice.
   up-sampling + 3x3 conv blocks with batch norm -> tanh. It starts at the image size divided by
   2^k (k <= 4 doublings), so 28 px (7 -> 14 -> 28) and 32 px (4 -> ... -> 32) both work.
 - Discriminator `dcgan`: spectral-normalised strided convolutions with a projection head for the
-  class (Miyato & Koyama 2018). `patch`: MONAI's PatchDiscriminator, a PatchGAN scoring
-  overlapping patches, with the class given as one-hot constant planes beside the image.
+  class (Miyato & Koyama 2018); optionally StyleGAN's minibatch standard-deviation channel
+  (`minibatch_std`, a group size; off by default, since in a 5-epoch PneumoniaMNIST run it
+  did not help). `patch`: MONAI's PatchDiscriminator, a PatchGAN scoring overlapping patches,
+  with the class given as one-hot constant planes beside the image.
 - Loss `hinge` or `nonsaturating`; R1 gradient penalty on (augmented) real images every
   `r1_every` steps (lazy regularisation, weighted by `r1_every`, as in StyleGAN2).
 Images only (no masks): segmentation pairs come from the diffusion model's joint generation.
@@ -60,13 +62,35 @@ class DCGANGenerator(nn.Module):
         return self.blocks(self.fc(z).view(len(z), self.start_channels, *self.start))
 
 
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of the features over groups of `group_size`
+    items, averaged (Karras et al. 2018, kept in StyleGAN2). A per-image discriminator cannot see
+    that every sample of a batch is the same image; with this channel it can. Groups shrink to a
+    divisor of the batch size."""
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = max(d for d in range(1, min(self.group_size, n) + 1) if n % d == 0)
+        groups = x.view(g, n // g, c, h, w)  # item i is in group i % (n // g), as in StyleGAN2
+        std = (groups.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # one value per group
+        return torch.cat([x, std.view(1, -1, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)], 1)
+
+
 class ProjectionDiscriminator(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, image_shape: tuple[int, ...], base_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, image_shape: tuple[int, ...], base_channels: int, minibatch_std: int = 0
+    ) -> None:
         super().__init__()
         layers, ch = [spectral_norm(nn.Conv2d(in_channels, base_channels, 3, padding=1)), nn.LeakyReLU(0.2, True)], base_channels
         for _ in range(doublings(image_shape)):
             layers += [spectral_norm(nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True)]
             ch *= 2
+        if minibatch_std:
+            layers += [MinibatchStd(minibatch_std), spectral_norm(nn.Conv2d(ch + 1, ch, 3, padding=1)), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)
         self.linear = spectral_norm(nn.Linear(ch, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, ch)) if num_classes else None
@@ -115,6 +139,7 @@ class ConditionalGAN(GeneratorModule):
         discriminator: str = "dcgan",
         discriminator_channels: int = 64,
         patch_layers: int = 2,
+        minibatch_std: int = 0,
         loss: str = "hinge",
         r1_weight: float = 1.0,
         r1_every: int = 4,
@@ -135,12 +160,14 @@ class ConditionalGAN(GeneratorModule):
             raise WorkbenchError(f"generator.loss='{loss}': expected one of {LOSSES}")
         if discriminator not in DISCRIMINATORS:
             raise WorkbenchError(f"generator.discriminator='{discriminator}': expected one of {DISCRIMINATORS}")
+        if minibatch_std < 0 or (minibatch_std and discriminator != "dcgan"):
+            raise WorkbenchError(f"generator.minibatch_std={minibatch_std}: expected a group size >= 0, used by discriminator=dcgan only")
         diff_augment(torch.zeros(1, 1, 4, 4), diffaugment)  # a bad policy fails now, not mid-training
         classes = num_classes if condition == "class" else 0
         shape = tuple(image_shape)
         self.net = DCGANGenerator(latent_dim, classes, in_channels, shape, generator_channels)
         if discriminator == "dcgan":
-            self.discriminator = ProjectionDiscriminator(in_channels, classes, shape, discriminator_channels)
+            self.discriminator = ProjectionDiscriminator(in_channels, classes, shape, discriminator_channels, minibatch_std)
         else:
             self.discriminator = ConditionalPatchDiscriminator(in_channels, classes, discriminator_channels, patch_layers)
         self.automatic_optimization = False
