@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--runs", default=str(RESULTS / "ssl_probe_runs"), help="where the runs go (reused when finished)")
     add_trainer_argument(parser)
     args = parser.parse_args()
+    known = {"scratch", *(mode for mode, _ in finetune_modes(argparse.Namespace(**{**vars(args), "modes": None})))}
+    if args.modes and not set(args.modes) <= known:
+        parser.error(f"--modes: unknown {sorted(set(args.modes) - known)}; with these options, expected some of {sorted(known)}")
     warnings.filterwarnings("ignore")
     runs = Path(args.runs)
     data = ["data=pneumoniamnist", f"data.num_workers={args.workers}", *trainer_overrides(args)]
