@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def finetune_modes(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(mode, task overrides) for each way of training on a pretrained backbone that the options ask for."""
+    """(mode, task overrides) for every way of training on a pretrained backbone that the options make."""
     modes = [("linear_probe", ["task.freeze_backbone=true"]), ("finetune", [])]
     scale = [f"task.backbone_lr_scale={args.backbone_lr_scale}"] if args.backbone_lr_scale else []
     if scale:
@@ -44,7 +44,7 @@ def finetune_modes(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if args.head_only_epochs is not None:
         name = f"lp_ft{args.head_only_epochs}" + (f"_lr{args.backbone_lr_scale:g}" if scale else "")
         modes.append((name, [f"task.head_only_epochs={args.head_only_epochs}", *scale]))
-    return [(mode, extra) for mode, extra in modes if not args.modes or mode in args.modes]
+    return modes
 
 
 def main() -> None:
@@ -71,9 +71,11 @@ def main() -> None:
     parser.add_argument("--runs", default=str(RESULTS / "ssl_probe_runs"), help="where the runs go (reused when finished)")
     add_trainer_argument(parser)
     args = parser.parse_args()
-    known = {"scratch", *(mode for mode, _ in finetune_modes(argparse.Namespace(**{**vars(args), "modes": None})))}
+    modes = finetune_modes(args)
+    known = {"scratch", *(mode for mode, _ in modes)}
     if args.modes and not set(args.modes) <= known:
         parser.error(f"--modes: unknown {sorted(set(args.modes) - known)}; with these options, expected some of {sorted(known)}")
+    modes = [(mode, extra) for mode, extra in modes if not args.modes or mode in args.modes]
     warnings.filterwarnings("ignore")
     runs = Path(args.runs)
     data = ["data=pneumoniamnist", f"data.num_workers={args.workers}", *trainer_overrides(args)]
@@ -112,7 +114,7 @@ def main() -> None:
         )
         print(f"{method}: pretrained {pre['epochs']} epochs in {pre['pretrain_seconds']:.0f} s", flush=True)
         for seed in args.seeds:
-            for mode, extra in finetune_modes(args):
+            for mode, extra in modes:
                 overrides = [*common_train, f"seed={seed}", f"task.pretrained={runs / f'pretrain-{method}'}", *extra]
                 metrics = run_stage(train, "train", overrides, runs / f"{method}-{mode}-{seed}")
                 record(method, mode, seed, metrics, pre["pretrain_seconds"])

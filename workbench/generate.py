@@ -93,7 +93,6 @@ def export_generated(model: GeneratorModule, datamodule: Any, checkpoint: Path, 
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # kernels run asynchronously: time them to the end
     seconds = time.perf_counter() - start
-    sampled = {k: v.cpu() for k, v in sampled.items()}
     data = datamodule.load()
     manifest: dict[str, Any] = {
         "generator": type(model).__name__,

@@ -146,8 +146,9 @@ def test_head_only_epochs_keep_the_pretrained_backbone_untouched(tmp_path):
     assert not torch.equal(trained["head.1.weight"], start["head.1.weight"])
 
     task = ClassificationTask(in_channels=1, num_classes=2, width=0.25, lr=1e-2, pretrained=str(tmp_path / "pre"), head_only_epochs=2)
-    groups = [{**g, "start_step": 4} if "start_epoch" in g else g for g in task.parameter_groups()]
-    scheduler = warmup_cosine(groups, "adamw", lr=1e-2, weight_decay=0.0, total_steps=10, warmup_steps=2)["lr_scheduler"]["scheduler"]
+    scheduler = warmup_cosine(
+        task.parameter_groups(), "adamw", lr=1e-2, weight_decay=0.0, total_steps=10, warmup_steps=2, steps_per_epoch=2
+    )["lr_scheduler"]["scheduler"]  # head-only epochs 2 x 2 steps
     lrs = []
     for _ in range(10):
         lrs.append([g["lr"] for g in scheduler.optimizer.param_groups])

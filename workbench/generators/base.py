@@ -101,7 +101,7 @@ class GeneratorModule(NamesItsClass, pl.LightningModule):
 
     def sample(self, n: int, condition: torch.Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> dict[str, torch.Tensor]:
         """{"image": (n, C, *spatial) in [0, 1], and "label": class ids (n,) or masks (n, 1,
-        *spatial) where the generator is conditional}."""
+        *spatial) where the generator is conditional}, on the CPU wherever the model runs."""
         raise NotImplementedError
 
     def sample_options(self) -> dict[str, Any]:

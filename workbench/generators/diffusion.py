@@ -194,7 +194,7 @@ class DiffusionModel(GeneratorModule):
             x, _ = scheduler.step(noise, int(t), x, generator=generator) if sampler == "ddpm" else scheduler.step(noise, int(t), x)
         out = self.decode(x)
         if labels is not None:
-            out["label"] = labels.cpu()
+            out["label"] = labels
         return {k: v.cpu() for k, v in out.items()}
 
     def sample_options(self) -> dict[str, Any]:

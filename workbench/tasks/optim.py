@@ -31,12 +31,14 @@ def schedule(total_steps: int, warmup_steps: int, start_step: int = 0):
 
 
 def warmup_cosine(
-    params, name: str, lr: float, weight_decay: float, total_steps: int, warmup_steps: int
+    params, name: str, lr: float, weight_decay: float, total_steps: int, warmup_steps: int, steps_per_epoch: float = 1.0
 ) -> dict:
     """`adamw` (robust default), `sgd` (momentum 0.9) or `lars` (lightly's, for large batches).
-    `params` are tensors or optimizer groups; a group's `start_step` holds it at lr 0 until then."""
+    `params` are tensors or optimizer groups; a group's `start_epoch` holds it at lr 0 until
+    that epoch (`steps_per_epoch` optimizer steps each), then it warms up and decays on its own."""
     params = [dict(p) if isinstance(p, dict) else p for p in params]
-    starts = [g.pop("start_step", 0) for g in params] if params and isinstance(params[0], dict) else [0]
+    groups = params if params and isinstance(params[0], dict) else [{}]
+    starts = [int(g.pop("start_epoch", 0) * steps_per_epoch) for g in groups]
     if name == "adamw":
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     elif name == "sgd":
@@ -59,9 +61,6 @@ def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw"
     steps_per_epoch = total / max(1, trainer.max_epochs or 1)
     hp = module.hparams
     groups = module.parameter_groups() if hasattr(module, "parameter_groups") else [p for p in module.parameters() if p.requires_grad]
-    for group in groups:  # a group that starts late (in epochs) starts at this step
-        if isinstance(group, dict) and "start_epoch" in group:
-            group["start_step"] = int(group.pop("start_epoch") * steps_per_epoch)
     return warmup_cosine(
         groups,
         optimizer,
@@ -69,6 +68,7 @@ def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw"
         weight_decay=hp.weight_decay,
         total_steps=total,
         warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
     )
 
 
