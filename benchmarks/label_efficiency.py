@@ -1,9 +1,11 @@
 """How many labels does each recipe save on PneumoniaMNIST? The pipeline at 1% and 10% of the
 labels, 3 seeds, supervised-only against the combined recipe chosen beforehand from the SSL and
-semi-supervised benchmarks (BYOL pretraining, then FixMatch from the pretrained backbone), under
-one protocol: every stage sees labels only within the budget (model selection on a stratified
-subset of the official val split at the same fraction, by val loss), the test split is scored
-once, at the end.
+semi-supervised benchmarks: BYOL pretraining, then FixMatch from the pretrained backbone, which
+learns at a tenth of the head's rate (ssl_probe.py showed full-rate finetuning erasing what the
+frozen features knew). One protocol: every stage sees labels only within the budget (model
+selection by val loss on a stratified subset of the official val split at the same fraction;
+the decision threshold from the labeled class prior matched on the unlabeled training images),
+and the test split is scored once, at the end.
 
     python benchmarks/label_efficiency.py --workers 1
 
@@ -23,7 +25,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
+from common import add_threshold_argument, add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.evaluation.report import write_report
 from workbench.pipeline import pipeline
@@ -44,11 +46,14 @@ def main() -> None:
     parser.add_argument("--supervised-epochs", type=int, default=40)
     parser.add_argument("--semi-epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
     parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
+                        help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "label_efficiency.json"))
     parser.add_argument("--runs", default=str(RESULTS / "label_efficiency_runs"))
+    add_threshold_argument(parser)
     add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -57,8 +62,9 @@ def main() -> None:
     common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit, *trainer_overrides(args)]
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
-    supervised = [f"task.width={args.width}", "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
-    semi = ["task=fixmatch", "data.batch_size=16", "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
+    threshold = f"task.threshold={args.threshold}"
+    supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
+    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16", "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     recipes = {
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},

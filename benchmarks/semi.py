@@ -1,17 +1,19 @@
 """Do unlabeled images save labels? Semi-supervised against supervised-only, same protocol.
 
 PneumoniaMNIST (`--dataset pneumoniamnist`): `--fraction` of the training labels (1% = 47
-images, stratified), the rest of the training images unlabeled; model selection and the decision
-threshold use a stratified subset of the official val split at the same fraction (val loss, see
-ssl_probe.py); the test split is scored once, at the end. Methods: supervised, fixmatch,
+images, stratified), the rest of the training images unlabeled; model selection uses a stratified
+subset of the official val split at the same fraction (val loss, see ssl_probe.py), the decision
+threshold the labeled class prior matched on the unlabeled training images (`--threshold`); the
+test split is scored once, at the end. Methods: supervised, fixmatch,
 freematch, mean_teacher. CPU budget: a semi-supervised run takes `--epochs` x
 `--steps-per-epoch` steps (8 x 50) of 16 labeled + 32 unlabeled images; the supervised baseline
 130 epochs of 3 steps, about as many steps.
 
-ISBI 2012 EM membranes (`--dataset isbi2012`): per seed, 3 labeled training images, 6 held out
-for testing, the other 21 training images and the 30 unlabeled test-folder images unlabeled.
-There is no labeled image left for model selection, so the last step is scored; every method
-trains for the same number of optimizer steps. Images are resized to `--seg-size` px for CPU
+ISBI 2012 EM membranes (`--dataset isbi2012`): per seed, 3 labeled training images; the last 6
+sections of the stack held out for testing (the same for every seed); the other 21 training
+images and the 30 unlabeled test-folder images unlabeled. There is no labeled image left for
+model selection, so the last step is scored; every method trains for the same number of
+optimizer steps. Images are resized to `--seg-size` px for CPU
 budgets. Methods: supervised, seg_mean_teacher, cps.
 
     python benchmarks/semi.py --dataset pneumoniamnist isbi2012 --seeds 0 1 2 --width 0.25 --workers 1
@@ -29,22 +31,29 @@ import random
 import warnings
 from pathlib import Path
 
-from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
+from common import add_threshold_argument, add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.train import train
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFICATION = {"supervised": "classification", "fixmatch": "fixmatch", "freematch": "freematch", "mean_teacher": "mean_teacher"}
+TEST_SECTIONS = 6  # ISBI: the last sections of the training stack, the same for every seed
 SEGMENTATION = {"supervised": "segmentation", "seg_mean_teacher": "seg_mean_teacher", "cps": "cps"}
 
 
 def isbi_split(data_dir: Path, seed: int, work: Path) -> tuple[Path, Path]:
     """A datalist (3 labeled training images, 6 test images) and a folder linking the unlabeled
-    images (the other 21 training images and the 30 test-folder images) for one seed."""
+    images (the other 21 training images and the 30 test-folder images) for one seed.
+
+    The test images are the last 6 sections of the stack for every seed: neighbouring serial
+    sections are near-copies, so a test set scattered through the stack would have its
+    neighbours in training, and a fixed test set (like PneumoniaMNIST's) leaves only the labeled
+    draw and the training to vary between seeds."""
     root = data_dir / "isbi2012_em_membrane"
     names = sorted((root / "train" / "images").glob("*.png"), key=lambda p: int(p.stem))
-    order = random.Random(seed).sample(names, len(names))
-    labeled, test, rest = order[:3], order[3:9], order[9:]
+    pool, test = names[:-TEST_SECTIONS], names[-TEST_SECTIONS:]
+    order = random.Random(seed).sample(pool, len(pool))
+    labeled, rest = order[:3], order[3:]
     item = lambda p: {"image": f"train/images/{p.name}", "label": f"train/labels/{p.name}"}  # noqa: E731  (relative to root)
     work.mkdir(parents=True, exist_ok=True)
     datalist = work / "datalist.json"
@@ -76,6 +85,7 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "semi.json"))
     parser.add_argument("--runs", default=str(RESULTS / "semi_runs"), help="where the runs go (reused when finished)")
+    add_threshold_argument(parser)
     add_trainer_argument(parser)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -96,6 +106,7 @@ def main() -> None:
                     overrides = [
                         "data=pneumoniamnist", f"task={methods[method]}", f"data.label_fraction={args.fraction}",
                         "data.batch_size=16", f"task.width={args.width}", "monitor.metric=val/loss", "monitor.mode=min",
+                        f"task.threshold={args.threshold}",
                         f"trainer.max_epochs={args.supervised_epochs if method == 'supervised' else args.epochs}",
                         *([] if method == "supervised" else [f"data.unlabeled_ratio={args.unlabeled_ratio}", *semi_steps]),
                     ]

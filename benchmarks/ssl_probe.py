@@ -6,8 +6,10 @@
    (with `--backbone-lr-scale`, also finetuned with the backbone at that fraction of the learning
    rate; with `--head-only-epochs`, also LP-FT: the head alone first, then the backbone joins),
    (c) the same architecture from scratch: all through `workbench train`, under one protocol:
-   model selection and the decision threshold use a stratified subset of the official val split
-   at the same fraction, and the test split is scored once, at the end.
+   model selection uses a stratified subset of the official val split at the same fraction; the
+   decision threshold calls as many unlabeled training images positive as the labeled prior says
+   (`--threshold prior`; `val` for Youden's J on the val subset); the test split is scored once,
+   at the end.
 
     python benchmarks/ssl_probe.py --methods simclr=20 byol=15 --width 0.5 --workers 1
 
@@ -27,7 +29,7 @@ import json
 import warnings
 from pathlib import Path
 
-from common import add_trainer_argument, mean_sd, run_stage, trainer_overrides
+from common import add_threshold_argument, add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.pretrain import pretrain
 from workbench.train import train
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
     parser.add_argument("--out", default=str(RESULTS / "ssl_probe.json"))
     parser.add_argument("--runs", default=str(RESULTS / "ssl_probe_runs"), help="where the runs go (reused when finished)")
+    add_threshold_argument(parser)
     add_trainer_argument(parser)
     args = parser.parse_args()
     modes = finetune_modes(args)
@@ -87,6 +90,7 @@ def main() -> None:
         "experiment=pneumoniamnist", *data, f"data.label_fraction={args.fraction}", f"data.batch_size={args.finetune_batch}",
         f"task.backbone={args.backbone}", f"task.width={args.width}", f"trainer.max_epochs={args.finetune_epochs}", "logger=csv",
         f"monitor.metric={args.monitor}", f"monitor.mode={'min' if args.monitor.endswith('loss') else 'max'}",
+        f"task.threshold={args.threshold}",
     ]
     records = []
 

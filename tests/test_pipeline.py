@@ -114,14 +114,19 @@ def test_two_process_evaluation_scores_like_one_process(tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     checkpoint = run_dir_of(trained) / "checkpoints" / "last.ckpt"
     scores = {}
-    for trainer in ("cpu", "ddp_cpu"):
-        result = workbench(["evaluate", *data, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={tmp_path / trainer}"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        scores[trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
-    assert scores["ddp_cpu"]["world_size"] == 2 and scores["cpu"]["world_size"] == 1
-    # 9 images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold.
-    for key in ("val/auc", "val/acc", "val/threshold", "test/auc", "test/acc"):
-        assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
+    for threshold, extra in (("val", []), ("prior", ["task.threshold=prior", "data.label_fraction=0.5"])):
+        for trainer in ("cpu", "ddp_cpu"):
+            log_dir = tmp_path / threshold / trainer
+            result = workbench(["evaluate", *data, *extra, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={log_dir}"])
+            assert result.returncode == 0, result.stderr[-3000:]
+            scores[threshold, trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
+    assert scores["val", "ddp_cpu"]["world_size"] == 2 and scores["val", "cpu"]["world_size"] == 1
+    # 9 images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold;
+    # the prior threshold's 12 unlabeled training images are split 6 + 6, their scores gathered.
+    for threshold, keys in (("val", ["val/auc", "val/acc", "val/threshold"]), ("prior", ["test/threshold"])):
+        for key in [*keys, "test/auc", "test/acc"]:
+            assert scores[threshold, "ddp_cpu"][key] == pytest.approx(scores[threshold, "cpu"][key], abs=1e-6), (threshold, key)
+    assert scores["prior", "cpu"]["test/threshold"] != pytest.approx(scores["val", "cpu"]["test/threshold"])
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path):

@@ -107,3 +107,36 @@ def test_youden_threshold_is_the_middle_of_the_optimal_interval():
     # A negative at 0.75 above a positive at 0.7: J is best (2/3) for thresholds in (0.75, 0.8].
     assert youden_threshold(torch.tensor([0.2, 0.75, 0.7, 0.8, 0.9]), targets) == pytest.approx(0.775)
     assert youden_threshold(scores, torch.ones(5)) == 0.5  # one class: no ROC, the default
+
+
+def test_prior_matched_threshold_calls_the_prior_share_positive():
+    from workbench.evaluation.classification_metrics import prior_matched_threshold
+
+    scores = torch.arange(100) / 100  # 0.00 .. 0.99
+    threshold = prior_matched_threshold(scores, 0.25)
+    assert int((scores >= threshold).sum()) == 25 and threshold == pytest.approx(0.7425)
+    for share in (0.0, 1.0):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            prior_matched_threshold(scores, share)
+
+
+def test_prior_threshold_matches_the_labeled_prior_on_the_unlabeled_training_images(tmp_path):
+    from workbench.train import build
+
+    cfg = compose_train(["task=classification", "task.threshold=prior", "data.label_fraction=0.5"], tmp_path)
+    datamodule, model, trainer = build(cfg, "task")
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    threshold = float(trainer.callback_metrics["test/threshold"])
+    labeled = [int(r["label"]) for r in datamodule.views["labeled"]]
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat([model(b["image"]).softmax(1)[:, 1] for b in datamodule.eval_dataloader("unlabeled_train")])
+    assert len(scores) == len(datamodule.views["unlabeled_train"]) > 10
+    # The untrained model's scores are spread, so the share called positive is the prior to within one image.
+    assert abs(float((scores >= threshold).float().mean()) - sum(labeled) / len(labeled)) <= 1 / len(scores) + 1e-6
+    assert threshold == pytest.approx(float(model.decision_threshold))
+
+    cfg = compose_train(["task=classification", "task.threshold=prior"], tmp_path / "all-labels")
+    datamodule, model, trainer = build(cfg, "task")
+    with pytest.raises(WorkbenchError, match="needs unlabeled training images"):
+        trainer.test(model, datamodule=datamodule, verbose=False)

@@ -3,7 +3,8 @@
 - `labeled`: the training records inside the label budget (`label_fraction` or `k_shot`),
   stratified and seeded, per patient where patient ids exist.
 - `unlabeled`: the rest of the training records with their labels removed, plus an optional
-  separate archive (`unlabeled_source`).
+  separate archive (`unlabeled_source`); `unlabeled_train` is that rest alone, drawn from the
+  same distribution as the labeled view (a classifier's prior-matched threshold is fitted on it).
 - `val`: the official val split, subsampled at the same label fraction by default, so model
   selection spends no labels beyond the budget (`val_fraction` overrides).
 - `test`: the official test split, whole, from real data only.
@@ -145,7 +146,8 @@ class MedicalDataModule(pl.LightningDataModule):
         val = data.splits.get("val") or []
         if val and self.val_fraction < 1.0:
             val = [val[i] for i in fraction_subset(val, self.val_fraction, self.split_seed)]
-        unlabeled = [strip_label(r) for i, r in enumerate(train) if i not in chosen]
+        unlabeled_train = [strip_label(r) for i, r in enumerate(train) if i not in chosen]
+        unlabeled = list(unlabeled_train)
         pretrain = [strip_label(r) for r in train]
         if self.unlabeled_source is not None:
             extra = self.unlabeled_source.load()
@@ -167,6 +169,7 @@ class MedicalDataModule(pl.LightningDataModule):
         self.views = {
             "labeled": [train[i] for i in labeled_idx],
             "unlabeled": unlabeled,
+            "unlabeled_train": unlabeled_train,
             "val": val,
             "test": data.splits.get("test") or [],
             "pretrain": pretrain,
@@ -228,7 +231,7 @@ class MedicalDataModule(pl.LightningDataModule):
         data = self.load()
         train = view in ("labeled", "unlabeled", "synthetic") if train is None else train
         records = self.views[view]
-        task = "unlabeled" if view in ("unlabeled", "pretrain") else data.task
+        task = "unlabeled" if view in ("unlabeled", "unlabeled_train", "pretrain") else data.task
         views = self.pretrain_views if view == "pretrain" else self.unlabeled_views if view == "unlabeled" and train else None
         transform = build_transforms(
             task=task,

@@ -1,5 +1,6 @@
-"""Classification metrics on gathered scores: AUC, accuracy, and a decision threshold chosen on
-validation data (Youden's J), since a fixed 0.5 suffers when class priors shift between splits."""
+"""Classification metrics on gathered scores: AUC, accuracy, and a decision threshold chosen
+without test labels (Youden's J on validation data, or the labeled class prior matched on
+unlabeled images), since a fixed 0.5 suffers when class priors shift between splits."""
 
 from __future__ import annotations
 
@@ -20,6 +21,21 @@ def youden_threshold(scores: torch.Tensor, targets: torch.Tensor) -> float:
     best = int(torch.argmax(tpr - fpr))
     threshold = thresholds[best] if best + 1 == len(thresholds) else (thresholds[best] + thresholds[best + 1]) / 2
     return float(threshold.clamp(0.0, 1.0))
+
+
+def prior_matched_threshold(scores: torch.Tensor, positive_share: float) -> float:
+    """The probability threshold that calls a share `positive_share` of `scores` positive.
+
+    `scores` are the positive-class probabilities of unlabeled images drawn from the same
+    distribution as the labeled ones, and `positive_share` the class prior of the labeled images:
+    the prior the labels show is imposed on the model's decisions (ReMixMatch's distribution
+    alignment, applied to the decision). Thousands of unlabeled images fix it far more firmly
+    than Youden's J on a handful of validation images."""
+    if not 0.0 < positive_share < 1.0:
+        raise ValueError(f"positive_share={positive_share}: expected a class prior strictly between 0 and 1")
+    if scores.numel() == 0:
+        raise ValueError("prior_matched_threshold: no scores")
+    return float(torch.quantile(scores.double(), 1.0 - positive_share))
 
 
 def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:

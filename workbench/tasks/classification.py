@@ -4,7 +4,10 @@ Validation and test scores are gathered across ranks (torchmetrics CatMetric), s
 accuracy are computed on the whole split under DDP (Lightning's DistributedSampler may repeat a
 few items to even out the ranks). For two classes the decision threshold is chosen on the validation
 view at every validation (Youden's J, `threshold="val"`) and stored in the checkpoint, so the
-test split is scored with the threshold of the selected model, chosen without test labels.
+test split is scored with the threshold of the selected model, chosen without test labels. With a
+few validation images that choice is mostly luck; `threshold="prior"` instead fixes it, when the
+test starts, so that the selected model calls as many of the unlabeled training images positive
+as the labeled images' class prior says (see `prior_matched_threshold`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.classification_metrics import classification_metrics, youden_threshold
+from workbench.evaluation.classification_metrics import classification_metrics, prior_matched_threshold, youden_threshold
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone, load_backbone
 from workbench.tasks.base import EvaluatedTask
@@ -50,8 +53,8 @@ class ClassificationTask(EvaluatedTask):
         super().__init__()
         if num_classes < 2:
             raise WorkbenchError(f"num_classes={num_classes}: classification needs at least 2 classes")
-        if threshold != "val" and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
-            raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val' or a probability in [0, 1]")
+        if threshold not in ("val", "prior") and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+            raise WorkbenchError(f"task.threshold={threshold!r}: expected 'val', 'prior' or a probability in [0, 1]")
         if backbone_lr_scale is not None and not 0.0 < backbone_lr_scale <= 1.0:
             raise WorkbenchError(f"task.backbone_lr_scale={backbone_lr_scale}: expected a factor in (0, 1] (freeze_backbone=true freezes)")
         if head_only_epochs is not None and (head_only_epochs < 0 or freeze_backbone or not pretrained):
@@ -71,7 +74,7 @@ class ClassificationTask(EvaluatedTask):
                 raise WorkbenchError("task.freeze_backbone=true needs task.pretrained (a frozen random backbone learns nothing)")
             self.backbone.requires_grad_(False)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
-        self.register_buffer("decision_threshold", torch.tensor(0.5 if threshold == "val" else float(threshold)))
+        self.register_buffer("decision_threshold", torch.tensor(float(threshold) if isinstance(threshold, (int, float)) else 0.5))
         self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
 
@@ -118,6 +121,33 @@ class ClassificationTask(EvaluatedTask):
     def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation and test; methods with an EMA teacher evaluate the teacher."""
         return self(x)
+
+    def on_test_start(self) -> None:
+        if self.hparams.threshold == "prior" and self.hparams.num_classes == 2:
+            self.decision_threshold.fill_(self.prior_threshold())
+
+    @torch.no_grad()
+    def prior_threshold(self) -> float:
+        """The threshold at which this model calls the labeled images' positive share of the
+        unlabeled training images positive (every rank scores its share; the scores are gathered)."""
+        datamodule = self.trainer.datamodule
+        views = getattr(datamodule, "views", {})
+        if getattr(datamodule, "k_shot", None):
+            raise WorkbenchError("task.threshold='prior' needs labels drawn at the class shares of the data; data.k_shot draws them balanced")
+        if not views.get("unlabeled_train"):
+            raise WorkbenchError(
+                "task.threshold='prior' needs unlabeled training images (data.label_fraction < 1); use task.threshold=val"
+            )
+        positive_share = sum(int(r["label"]) == 1 for r in views["labeled"]) / len(views["labeled"])
+        if not 0.0 < positive_share < 1.0:
+            raise WorkbenchError(f"task.threshold='prior': the labeled images are all of one class (positive share {positive_share})")
+        scores = CatMetric().to(self.device)
+        precision = self.trainer.precision_plugin  # as the test loop does: bf16/16 contexts and input casts
+        for batch in datamodule.eval_dataloader("unlabeled_train"):
+            with precision.test_step_context():
+                images = precision.convert_input(batch["image"].to(self.device))
+                scores.update(self.evaluate_logits(images).softmax(1)[:, 1].float())
+        return prior_matched_threshold(scores.compute().reshape(-1), positive_share)
 
     def _eval_step(self, batch: dict, stage: str) -> None:
         self._update_scores(stage, self.evaluate_logits(batch["image"]), batch["label"].long())
