@@ -26,8 +26,20 @@ def test_views_respect_the_label_budget_and_hide_labels(tmp_path):
     assert not labeled_ids & {r["id"] for r in dm.views["unlabeled"]}
     record = json.loads((tmp_path / "split.json").read_text())
     assert set(record["labeled_ids"]) == labeled_ids
-    assert record["counts"] == {"labeled": 10, "unlabeled": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0}
+    assert record["counts"] == {
+        "labeled": 10, "unlabeled": 90, "unlabeled_train": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0
+    }
     assert all("label" not in r for r in dm.views["pretrain"])  # SSL sees every image, no label
+
+
+def test_unlabeled_train_leaves_out_the_separate_archive():
+    """A prior-matched threshold needs images of the labeled source's own distribution."""
+    archive = PhantomSource(num_train=30, num_val=2, num_test=2, seed=5)
+    dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=1, unlabeled_source=archive)
+    dm.setup()
+    assert len(dm.views["unlabeled"]) == 120 and len(dm.views["unlabeled_train"]) == 90
+    assert dm.views["unlabeled_train"] == dm.views["unlabeled"][:90]
+    assert all("label" not in r for r in dm.views["unlabeled_train"])
 
 
 def test_same_seed_same_split_other_seed_other_split(tmp_path):
