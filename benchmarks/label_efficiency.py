@@ -64,7 +64,8 @@ def main() -> None:
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
-    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16", "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
+    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
+            "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     recipes = {
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},

@@ -4,17 +4,16 @@ PneumoniaMNIST (`--dataset pneumoniamnist`): `--fraction` of the training labels
 images, stratified), the rest of the training images unlabeled; model selection uses a stratified
 subset of the official val split at the same fraction (val loss, see ssl_probe.py), the decision
 threshold the labeled class prior matched on the unlabeled training images (`--threshold`); the
-test split is scored once, at the end. Methods: supervised, fixmatch,
-freematch, mean_teacher. CPU budget: a semi-supervised run takes `--epochs` x
-`--steps-per-epoch` steps (8 x 50) of 16 labeled + 32 unlabeled images; the supervised baseline
-130 epochs of 3 steps, about as many steps.
+test split is scored once, at the end. Methods: supervised, fixmatch, freematch, mean_teacher.
+CPU budget: a semi-supervised run takes `--epochs` x `--steps-per-epoch` steps (8 x 50) of 16
+labeled + 32 unlabeled images; the supervised baseline 130 epochs of 3 steps, about as many steps.
 
 ISBI 2012 EM membranes (`--dataset isbi2012`): per seed, 3 labeled training images; the last 6
 sections of the stack held out for testing (the same for every seed); the other 21 training
 images and the 30 unlabeled test-folder images unlabeled. There is no labeled image left for
 model selection, so the last step is scored; every method trains for the same number of
-optimizer steps. Images are resized to `--seg-size` px for CPU
-budgets. Methods: supervised, seg_mean_teacher, cps.
+optimizer steps. Images are resized to `--seg-size` px for CPU budgets. Methods: supervised,
+seg_mean_teacher, cps.
 
     python benchmarks/semi.py --dataset pneumoniamnist isbi2012 --seeds 0 1 2 --width 0.25 --workers 1
 
@@ -37,15 +36,15 @@ from workbench.train import train
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFICATION = {"supervised": "classification", "fixmatch": "fixmatch", "freematch": "freematch", "mean_teacher": "mean_teacher"}
-TEST_SECTIONS = 6  # ISBI: the last sections of the training stack, the same for every seed
 SEGMENTATION = {"supervised": "segmentation", "seg_mean_teacher": "seg_mean_teacher", "cps": "cps"}
+TEST_SECTIONS = 6  # ISBI: the last sections of the training stack, the same for every seed
 
 
 def isbi_split(data_dir: Path, seed: int, work: Path) -> tuple[Path, Path]:
-    """A datalist (3 labeled training images, 6 test images) and a folder linking the unlabeled
-    images (the other 21 training images and the 30 test-folder images) for one seed.
+    """A datalist (3 labeled training images, TEST_SECTIONS test images) and a folder linking the
+    unlabeled images (the other training images and the 30 test-folder images) for one seed.
 
-    The test images are the last 6 sections of the stack for every seed: neighbouring serial
+    The test images are the last sections of the stack for every seed: neighbouring serial
     sections are near-copies, so a test set scattered through the stack would have its
     neighbours in training, and a fixed test set (like PneumoniaMNIST's) leaves only the labeled
     draw and the training to vary between seeds."""

@@ -17,9 +17,9 @@ A method is `name` or `name=epochs` (default `--pretrain-epochs`), so each gets 
 CPU budget. Model selection monitors the val loss by default: with 1% of the val split (5
 images) the val AUC reaches 1.0 within a few epochs and the earliest such checkpoint would win.
 
-Writes benchmarks/results/ssl_probe.json (`--out`): one record per method, mode and seed with `auc`, `acc`
-and `pretrain_seconds`, and prints mean ± std per method and mode. Runs under
-benchmarks/results/ssl_probe_runs/ (not tracked).
+Writes benchmarks/results/ssl_probe.json (`--out`): one record per method, mode and seed with
+`auc`, `acc` and `pretrain_seconds`, and prints mean ± std per method and mode. Runs under
+benchmarks/results/ssl_probe_runs/ (`--runs`, not tracked).
 """
 
 from __future__ import annotations

@@ -114,18 +114,21 @@ def test_two_process_evaluation_scores_like_one_process(tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     checkpoint = run_dir_of(trained) / "checkpoints" / "last.ckpt"
     scores = {}
-    for trainer in ("cpu", "ddp_cpu"):
-        # The prior threshold: 12 unlabeled training images, split 6 + 6 over the ranks, scores gathered.
-        prior = ["task.threshold=prior", "data.label_fraction=0.5", "data.val_fraction=1.0"]
-        result = workbench(["evaluate", *data, *prior, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={tmp_path / trainer}"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        scores[trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
-    assert scores["ddp_cpu"]["world_size"] == 2 and scores["cpu"]["world_size"] == 1
+    # The prior threshold's 12 unlabeled training images are split 6 + 6 over the ranks, their scores gathered.
+    prior = ["task.threshold=prior", "data.label_fraction=0.5", "data.val_fraction=1.0"]
+    for threshold, extra in (("val", []), ("prior", prior)):
+        for trainer in ("cpu", "ddp_cpu"):
+            log_dir = tmp_path / threshold / trainer
+            result = workbench(["evaluate", *data, *extra, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={log_dir}"])
+            assert result.returncode == 0, result.stderr[-3000:]
+            scores[threshold, trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
+    assert scores["val", "ddp_cpu"]["world_size"] == 2 and scores["val", "cpu"]["world_size"] == 1
     # 9 val and 9 test images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold.
-    for key in ("val/auc", "val/acc", "test/auc", "test/acc", "test/threshold"):
-        assert scores["ddp_cpu"][key] == pytest.approx(scores["cpu"][key], abs=1e-6), key
-    # Validation kept the checkpoint's threshold (Youden's, from training); the test fitted its own.
-    assert scores["cpu"]["test/threshold"] != pytest.approx(scores["cpu"]["val/threshold"])
+    for threshold, keys in (("val", ["val/threshold"]), ("prior", ["test/threshold"])):
+        for key in ["val/auc", "val/acc", "test/auc", "test/acc", *keys]:
+            assert scores[threshold, "ddp_cpu"][key] == pytest.approx(scores[threshold, "cpu"][key], abs=1e-6), (threshold, key)
+    # Validation kept the checkpoint's threshold (Youden's, from training); the prior test fitted its own.
+    assert scores["prior", "cpu"]["test/threshold"] != pytest.approx(scores["prior", "cpu"]["val/threshold"])
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path):

@@ -131,10 +131,10 @@ class ClassificationTask(EvaluatedTask):
         """The threshold at which this model calls the labeled images' positive share of the
         unlabeled training images positive (every rank scores its share; the scores are gathered)."""
         datamodule = self.trainer.datamodule
-        views = getattr(datamodule, "views", {})
-        if getattr(datamodule, "k_shot", None):
+        views = datamodule.views
+        if datamodule.k_shot:
             raise WorkbenchError("task.threshold='prior' needs labels drawn at the class shares of the data; data.k_shot draws them balanced")
-        if not views.get("unlabeled_train"):
+        if not views["unlabeled_train"]:
             raise WorkbenchError(
                 "task.threshold='prior' needs unlabeled training images (data.label_fraction < 1); use task.threshold=val"
             )
