@@ -3,11 +3,12 @@
 # of label_efficiency at once on one GPU (their data loading is CPU-bound at 28 px, so they share
 # a GPU well with about 16 cores), then label_efficiency once more over all seeds to merge them
 # (every stage is reused from the cache). ssl_probe also runs the slow-backbone finetuning and
-# LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%).
+# LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%), and
+# gan_sweep starts once synthesis has trained its feature network.
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR] [DATA_DIR]     # default: benchmarks/results/gpu, ../shared/data
 #
-# Writes OUT_DIR/{synthesis,ssl_probe,label_efficiency}.json, the plots, the runs and logs/.
+# Writes OUT_DIR/{synthesis,gan_sweep,ssl_probe,label_efficiency}.json, the plots, the runs and logs/.
 # A rerun reuses every finished run. TRAINER (default gpu) and EXTRA (arguments for every script)
 # make a smoke test: TRAINER=cpu EXTRA="--limit-batches 1" bash benchmarks/gpu_suite.sh /tmp/suite
 set -uo pipefail
@@ -24,10 +25,14 @@ label_efficiency() {
     --semi-epochs 15 --data-dir "$DATA" --runs "$OUT/label_efficiency_runs" "${EXTRA[@]}" "$@"
 }
 
-"$PY" benchmarks/synthesis.py --trainer "$TRAINER" --workers 3 --diffusion-epochs 120 --gan-epochs 60 --feature-epochs 10 \
+"$PY" benchmarks/synthesis.py --trainer "$TRAINER" --workers 3 --diffusion-epochs 120 --gan-epochs 120 --feature-epochs 10 \
   --tstr-epochs 30 --compare-per-class 512 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/synthesis_runs" --out "$OUT/synthesis.json" > "$OUT/logs/synthesis.log" 2>&1 &
 "$PY" benchmarks/ssl_probe.py --trainer "$TRAINER" --workers 4 --methods simclr=60 byol=60 --width 1.0 --finetune-epochs 40 \
   --backbone-lr-scale 0.1 --head-only-epochs 20 "${EXTRA[@]}" --data-dir "$DATA" --runs "$OUT/ssl_probe_runs" --out "$OUT/ssl_probe.json" > "$OUT/logs/ssl_probe.log" 2>&1 &
+features="$OUT/synthesis_runs/feature_network"
+(for _ in $(seq 360); do [ -f "$features/metrics.json" ] && break; sleep 10; done  # an hour at most
+ "$PY" benchmarks/gan_sweep.py --trainer "$TRAINER" "${EXTRA[@]}" --features "$features" --data-dir "$DATA" \
+   --runs "$OUT/gan_sweep_runs" --out "$OUT/gan_sweep.json") > "$OUT/logs/gan_sweep.log" 2>&1 &
 for seed in 0 1 2; do
   label_efficiency --seeds "$seed" --out "$OUT/label_efficiency_seed$seed.json" > "$OUT/logs/label_efficiency_$seed.log" 2>&1 &
 done

@@ -90,6 +90,17 @@ def main() -> None:
         f"trainer.max_epochs={args.diffusion_epochs}",
         "callbacks.sample_grid.every_n_epochs=4", *quality,
     ], runs / "diffusion")
+    # DDIM-50 against DDPM-1000 on the same model, seed and images per class (guidance 1:
+    # plain conditional sampling, so each step is one network pass); right after training, so
+    # an interrupted run still has it.
+    compare = {}
+    for sampler, steps in (("ddim", 50), ("ddpm", 1000)):
+        compare[sampler] = run_stage(generate, "generate", [
+            f"run_dir={diffusion['run_dir']}", f"generate.sampler={sampler}", f"generate.steps={steps}", "generate.guidance=1.0",
+            f"generate.n_per_class={args.compare_per_class}", "generate.reference=test", f"generate.features={features['backbone']}",
+            f"generate.seed={args.seed}", f"paths.data_dir={args.data_dir}",
+        ], runs / f"compare_{sampler}{steps}")
+
     gan = run_stage(synthesize, "synthesize", [
         *common, "data=pneumoniamnist", "data.batch_size=64", "generator=dcgan", f"trainer.max_epochs={args.gan_epochs}",
         "callbacks.sample_grid.every_n_epochs=5", *quality,
@@ -103,16 +114,6 @@ def main() -> None:
     }
     fraction = round(2 * args.per_class / TRAIN_IMAGES, 6)
     trtr = run_stage(train, "train", [*fit, "data=pneumoniamnist", f"data.label_fraction={fraction}"], runs / "trtr_real")
-
-    # 4. DDIM-50 against DDPM-1000 on the same model, seed and images per class (guidance 1:
-    # plain conditional sampling, so each step is one network pass).
-    compare = {}
-    for sampler, steps in (("ddim", 50), ("ddpm", 1000)):
-        compare[sampler] = run_stage(generate, "generate", [
-            f"run_dir={diffusion['run_dir']}", f"generate.sampler={sampler}", f"generate.steps={steps}", "generate.guidance=1.0",
-            f"generate.n_per_class={args.compare_per_class}", "generate.reference=test", f"generate.features={features['backbone']}",
-            f"generate.seed={args.seed}", f"paths.data_dir={args.data_dir}",
-        ], runs / f"compare_{sampler}{steps}")
 
     results = {
         "fid_diffusion": diffusion["quality/fid"],

@@ -138,6 +138,8 @@ def test_bad_generator_settings_are_refused():
         ConditionalGAN(in_channels=1, num_classes=2, condition="mask", image_shape=(16, 16))
     with pytest.raises(WorkbenchError, match="generator.minibatch_std=4: expected a group size >= 0, used by discriminator=dcgan only"):
         ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), discriminator="patch", minibatch_std=4)
+    with pytest.raises(WorkbenchError, match="generator.discriminator_steps=0: expected discriminator updates per generator update >= 1"):
+        ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), discriminator_steps=0)
     with pytest.raises(WorkbenchError, match="unknown policy 'hue'"):
         ConditionalGAN(in_channels=1, num_classes=2, image_shape=(16, 16), diffaugment="translation,hue")
     with pytest.raises(WorkbenchError, match="generate.device='gpu0': expected auto, cpu, cuda or cuda:N"):
@@ -155,6 +157,14 @@ def test_gan_ema_generator_copies_batch_norm_statistics(tmp_path):
     for ema_buffer, buffer in zip(model.ema.model.buffers(), model.net.buffers()):
         assert torch.equal(ema_buffer, buffer)
     assert any(b.float().abs().sum() > 0 for b in model.ema.model.buffers())
+
+
+@pytest.mark.parametrize("discriminator_steps, optimizer_steps", [(1, 4), (2, 3)])
+def test_gan_updates_the_generator_every_discriminator_steps_batches(tmp_path, discriminator_steps, optimizer_steps):
+    """2 batches: the discriminator steps on both, the generator on batch 0 and then every
+    `discriminator_steps`-th; Lightning counts each optimizer step."""
+    metrics = run_synthesize(tmp_path, ["generator=dcgan", *GAN, *TINY_2D, f"generator.discriminator_steps={discriminator_steps}"])
+    assert metrics["steps"] == optimizer_steps and "train/d_gap" in metrics
 
 
 def test_generator_ema_follows_recent_weights_from_the_start():

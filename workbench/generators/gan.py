@@ -9,6 +9,9 @@ suffice.
   (`minibatch_std`, a group size; off by default, since in a 5-epoch PneumoniaMNIST run it
   did not help). `patch`: MONAI's PatchDiscriminator, a PatchGAN scoring overlapping patches,
   with the class given as one-hot constant planes beside the image.
+- `discriminator_steps` discriminator updates per generator update (SNGAN's n_dis): with one,
+  the generator outpaces the spectrally normalised discriminator and its scores stop telling
+  real from fake (`train/d_gap` near 0).
 - Loss `hinge` or `nonsaturating`; R1 gradient penalty on (augmented) real images every
   `r1_every` steps (lazy regularisation, weighted by `r1_every`, as in StyleGAN2).
 Images only (no masks): segmentation pairs come from the diffusion model's joint generation.
@@ -143,6 +146,7 @@ class ConditionalGAN(GeneratorModule):
         loss: str = "hinge",
         r1_weight: float = 1.0,
         r1_every: int = 4,
+        discriminator_steps: int = 4,
         diffaugment: str = "brightness,contrast,translation,cutout",
         lr_generator: float = 2e-4,
         lr_discriminator: float = 2e-4,
@@ -162,6 +166,8 @@ class ConditionalGAN(GeneratorModule):
             raise WorkbenchError(f"generator.discriminator='{discriminator}': expected one of {DISCRIMINATORS}")
         if minibatch_std < 0 or (minibatch_std and discriminator != "dcgan"):
             raise WorkbenchError(f"generator.minibatch_std={minibatch_std}: expected a group size >= 0, used by discriminator=dcgan only")
+        if discriminator_steps < 1:
+            raise WorkbenchError(f"generator.discriminator_steps={discriminator_steps}: expected discriminator updates per generator update >= 1")
         diff_augment(torch.zeros(1, 1, 4, 4), diffaugment)  # a bad policy fails now, not mid-training
         classes = num_classes if condition == "class" else 0
         shape = tuple(image_shape)
@@ -182,15 +188,17 @@ class ConditionalGAN(GeneratorModule):
         real = to_model_range(batch["image"])
         labels = self.condition_of(batch)
         z = torch.randn(len(real), hp.latent_dim, device=self.device)
-        fake = self.net(z, labels)
+        update_generator = batch_idx % hp.discriminator_steps == 0
+        with torch.set_grad_enabled(update_generator):
+            fake = self.net(z, labels)
 
         # Discriminator step, with the lazy R1 penalty on the augmented reals.
         real_seen = diff_augment(real, hp.diffaugment)
         penalise = hp.r1_weight > 0 and batch_idx % hp.r1_every == 0
         if penalise:
             real_seen = real_seen.detach().requires_grad_(True)
-        real_score = self.discriminator(real_seen, labels)
-        d_loss = discriminator_loss(hp.loss, real_score, self.score(fake.detach(), labels))
+        real_score, fake_score = self.discriminator(real_seen, labels), self.score(fake.detach(), labels)
+        d_loss = discriminator_loss(hp.loss, real_score, fake_score)
         if penalise:
             (grad,) = torch.autograd.grad(real_score.sum(), real_seen, create_graph=True)
             r1 = grad.pow(2).flatten(1).sum(1).mean()
@@ -200,14 +208,16 @@ class ConditionalGAN(GeneratorModule):
         self.manual_backward(d_loss)
         opt_d.step()
 
-        # Generator step.
-        g_loss = generator_loss(hp.loss, self.score(fake, labels))
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        opt_g.step()
         size = len(real)
+        if update_generator:
+            g_loss = generator_loss(hp.loss, self.score(fake, labels))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            opt_g.step()
+            self.log("train/g_loss", g_loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        # The score gap says whether the discriminator tells real from fake at all (hinge: ~0 = it does not).
+        self.log("train/d_gap", (real_score.mean() - fake_score.mean()).detach(), on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("train/d_loss", d_loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("train/g_loss", g_loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
