@@ -17,8 +17,9 @@
     python benchmarks/synthesis.py
 
 Writes benchmarks/results/synthesis.json (the issue's keys plus the details) and
-synthesis_samples.png (diffusion samples above, GAN samples below, one row per class); runs go
-to benchmarks/results/synthesis_runs/ (not tracked). Finished runs are reused.
+synthesis_samples.png (named after `--out`; diffusion samples above, GAN samples below, one
+row per class); runs go to benchmarks/results/synthesis_runs/ (not tracked). Finished runs are
+reused.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     rows = [load_images(Path(run["synthetic"]), 10) for run in (diffusion, gan)]
-    save_image(torch.cat(rows), out.with_name("synthesis_samples.png"), nrow=10, padding=1)
+    save_image(torch.cat(rows), out.with_name(f"{out.stem}_samples.png"), nrow=10, padding=1)
 
     print("\n| quantity | value |\n|---|---|")
     for key, value in results.items():
