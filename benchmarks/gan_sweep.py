@@ -53,11 +53,11 @@ def main() -> None:
     smoke = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
     records = []
     for steps, epochs in args.variants:
-        run = run_stage(synthesize, "synthesize", [*smoke,
+        run = run_stage(synthesize, "synthesize", [
             "data=pneumoniamnist", "data.batch_size=64", "generator=dcgan", f"generator.discriminator_steps={steps}",
             f"trainer.max_epochs={epochs}", *trainer_overrides(args), "logger=csv", f"data.num_workers={args.workers}",
             f"paths.data_dir={args.data_dir}", "callbacks.sample_grid.every_n_epochs=10", f"generate.n_per_class={args.per_class}",
-            "generate.reference=val", f"generate.features={args.features}",
+            "generate.reference=val", f"generate.features={args.features}", *smoke,
         ], Path(args.runs) / f"ndis{steps}")
         records.append({
             "discriminator_steps": steps, "epochs": epochs,
