@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
                         help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
+    parser.add_argument("--head-only-epochs", type=int, default=None,
+                        help="LP-FT in the combined recipe: FixMatch trains the head alone this many epochs before the backbone joins")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
@@ -64,7 +66,8 @@ def main() -> None:
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
-    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
+    lp_ft = [] if args.head_only_epochs is None else [f"task.head_only_epochs={args.head_only_epochs}"]
+    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", *lp_ft, "data.batch_size=16",
             "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     recipes = {
