@@ -29,6 +29,10 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# Fails a run whose backward pass leaves a trainable parameter without a gradient (DDP would).
+EVERY_PARAMETER_LEARNS = "+callbacks.every_parameter_learns._target_=tests.ddp_checks.EveryParameterLearns"
+
+
 def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """The `workbench train` (or `config_name`) config with `overrides`, writing into `output_dir`."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

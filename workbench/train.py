@@ -46,9 +46,17 @@ def build(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.
             f"provides {datamodule.data.task} data"
         )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks"))
+        cfg.trainer, strategy=ddp_strategy_for(model, cfg.trainer.get("strategy", "auto")),
+        logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks")),
     )
     return datamodule, model, trainer
+
+
+def ddp_strategy_for(model: pl.LightningModule, strategy: Any) -> Any:
+    """A module that steps several optimizers by hand (the GAN) leaves some parameters out of
+    each backward pass, which plain DDP rejects; its DDP variants detect those parameters."""
+    manual_ddp = isinstance(strategy, str) and strategy.startswith("ddp") and "find_unused" not in strategy
+    return f"{strategy}_find_unused_parameters_true" if manual_ddp and not model.automatic_optimization else strategy
 
 
 def fit_on_datamodule(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.Trainer, float]:

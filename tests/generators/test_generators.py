@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_train
+from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
 from workbench.data.synthetic import RealSyntheticSampler
 from workbench.errors import WorkbenchError
@@ -45,7 +45,7 @@ GAN = ["generator.generator_channels=16", "generator.discriminator_channels=16",
 
 
 def run_synthesize(tmp_path, overrides):
-    cfg = compose_train([*overrides, *STEPS], tmp_path, config_name="synthesize")
+    cfg = compose_train([*overrides, *STEPS, EVERY_PARAMETER_LEARNS], tmp_path, config_name="synthesize")
     return synthesize(cfg)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.conftest import compose_train
+from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
@@ -45,7 +45,7 @@ STEPS = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.lim
     ids=["fixmatch", "freematch", "mean-teacher", "seg-mt-2d", "ua-mt-2d", "cps-2d", "seg-mt-3d", "cps-3d", "protonet"],
 )
 def test_every_method_trains_on_phantoms(tmp_path, overrides):
-    cfg = compose_train([*overrides, *STEPS], tmp_path)
+    cfg = compose_train([*overrides, *STEPS, EVERY_PARAMETER_LEARNS], tmp_path)
     metrics = train(cfg)
     assert metrics["steps"] == 2
     history = (tmp_path / "metrics.csv").read_text()

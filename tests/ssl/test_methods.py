@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import BarlowTwinsLoss, NTXentLoss
 
-from tests.conftest import compose_train
+from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.errors import WorkbenchError
 from workbench.models.pretrained import load_backbone
 from workbench.pretrain import pretrain
@@ -35,7 +35,7 @@ def test_every_method_trains_a_step_on_2d_phantoms(tmp_path, method):
     extra = ["ssl=moco", "ssl.version=3"] if method == "moco-v3" else [f"ssl={method}"]
     if method == "moco":
         extra.append("ssl.queue_size=64")
-    cfg = compose_pretrain([*extra, *TINY, "+trainer.limit_train_batches=1"], tmp_path)
+    cfg = compose_pretrain([*extra, *TINY, "+trainer.limit_train_batches=1", EVERY_PARAMETER_LEARNS], tmp_path)
     metrics = pretrain(cfg)
     assert metrics["steps"] == 1 and torch.isfinite(torch.tensor(metrics["val/knn_auc"]))
     meta = json.loads((tmp_path / "backbone.json").read_text())

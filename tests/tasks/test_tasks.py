@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import compose_train
+from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.errors import WorkbenchError
 from workbench.tasks.classification import ClassificationTask
 from workbench.tasks.segmentation import SegmentationTask
@@ -29,7 +29,7 @@ SMALL_3D = ["data=phantom3d", "data.source.size=16", "data.source.num_train=4", 
     ids=["cls-2d", "seg-2d", "cls-3d-densenet", "seg-3d-sliding-window"],
 )
 def test_fast_dev_run(tmp_path, overrides):
-    cfg = compose_train([*overrides, "+trainer.fast_dev_run=true"], tmp_path)
+    cfg = compose_train([*overrides, "+trainer.fast_dev_run=true", EVERY_PARAMETER_LEARNS], tmp_path)
     metrics = train(cfg)
     key = "test/auc" if "task=classification" in overrides else "test/dice"
     value = metrics[key]

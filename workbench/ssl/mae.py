@@ -28,6 +28,9 @@ class MAE(SSLMethod):
             raise WorkbenchError(f"ssl.backbone={self.hparams.backbone}: MAE needs a ViT backbone (vit_tiny or vit_small)")
         vit = self.backbone.vit
         self.encoder = MaskedVisionTransformerTorchvision(vit=vit)
+        # MAE drops the masked tokens instead of replacing them, so the encoder's mask token never
+        # gets a gradient; trainable, it would make DDP fail on an unused parameter.
+        self.encoder.mask_token.requires_grad_(False)
         self.patch_size = vit.patch_size
         self.sequence_length = vit.seq_length
         self.mask_token = torch.nn.Parameter(torch.zeros(1, 1, decoder_dim))
