@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import SHARED_DATA, compose_train
-from tests.test_cli import run_dir_of, workbench
+from tests.test_cli import RANK_WEIGHTS, assert_ranks_trained_in_step, run_dir_of, workbench
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
 from workbench.pipeline import pipeline
 
@@ -105,6 +105,36 @@ def test_medmnist_reference_lines_are_read_from_the_published_table():
     published = medmnist_baselines(SHARED_DATA / "medmnist_v2_baselines.md", "pneumoniamnist")
     assert published["ResNet-18 (28)"] == {"auc": 0.944, "acc": 0.854}
     assert published["Google AutoML Vision"] == {"auc": 0.991, "acc": 0.946}
+
+
+def test_pipeline_runs_every_stage_under_two_process_ddp(tmp_path):
+    """Every rank runs the pipeline; rank 0 alone exports, and the others must still wire its
+    export into finetuning. The GAN steps its two optimizers by hand with 2 discriminator steps
+    per generator step (so the generator sits out some backward passes, which plain DDP rejects)
+    and R1 on every step (a double backward)."""
+    gan = ["generator=dcgan", "generator.generator_channels=8", "generator.discriminator_channels=8", "generator.latent_dim=8",
+           "generator.discriminator_steps=2", "generator.r1_every=1", "data.batch_size=2", "trainer.max_epochs=1",
+           "+trainer.limit_train_batches=2", "generate.n_per_class=2", "generate.quality=false", "callbacks.sample_grid.n_per_class=1"]
+    overrides = [
+        "recipe=all", "label_fraction=0.25", f"common={quoted_list([*TINY, 'trainer=ddp_cpu', 'logger=csv', RANK_WEIGHTS])}",
+        f"stages.pretrain={quoted_list(['ssl=simclr', 'ssl.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2'])}",
+        f"stages.synthesize={quoted_list(gan)}",
+        f"stages.finetune={quoted_list(['task=fixmatch', 'task.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'data.unlabeled_ratio=1'])}",
+        f"stages.baseline={quoted_list(['trainer.max_epochs=1'])}", f"paths.log_dir={tmp_path}",
+    ]
+    result = workbench(["pipeline", *overrides])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    reports = [line.removeprefix("Report: ") for line in result.stdout.splitlines() if line.startswith("Report: ")]
+    assert len(reports) == 1  # rank 0 alone writes the report
+    stages = json.loads((Path(reports[0]).parent / "metrics.json").read_text())["stages"]
+    assert list(stages) == ["pretrain", "synthesize", "finetune", "baseline"]
+    synthesize = Path(stages["synthesize"]["run_dir"])
+    # Each rank has 5 of the 10 labeled images, 2 batches: 2 discriminator updates and 1 generator update.
+    assert json.loads((synthesize / "metrics.json").read_text())["steps"] == 3
+    assert json.loads((synthesize / "synthetic" / "manifest.json").read_text())["count"] == 4  # one export, not one per rank
+    for stage in stages.values():
+        assert_ranks_trained_in_step(Path(stage["run_dir"]))
 
 
 def test_two_process_evaluation_scores_like_one_process(tmp_path):

@@ -62,10 +62,14 @@ def wiring(stages: dict[str, dict], synthetic_ratio: float | None) -> list[str]:
     return wired
 
 
-def wait_for_rank_zero() -> None:
-    """Under DDP, the other ranks wait until rank 0 has written a stage's artifacts."""
+def from_rank_zero(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Under DDP, every rank goes on with rank 0's metrics of a stage, once rank 0 has written its
+    artifacts: only rank 0 exports, so the other ranks' own metrics lack the export's path."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        shared = [metrics]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        return shared[0]
+    return metrics
 
 
 def stage_seconds(metrics: dict[str, Any]) -> float | None:
@@ -113,16 +117,14 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
     stages: dict[str, dict] = {}
     if plan["pretrain"] is not None:
-        stages["pretrain"] = run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache)
-        wait_for_rank_zero()  # its backbone.json, read below
+        stages["pretrain"] = from_rank_zero(run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache))
     if plan["synthesize"] is not None:
-        stages["synthesize"] = run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache)
-        wait_for_rank_zero()  # its export
+        stages["synthesize"] = from_rank_zero(run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache))
     wired = wiring(stages, cfg.synthetic_ratio)
-    stages["finetune"] = run_stage(train, "train", [*shared, *wired, *plan["finetune"]], cache_dir=cache)
+    stages["finetune"] = from_rank_zero(run_stage(train, "train", [*shared, *wired, *plan["finetune"]], cache_dir=cache))
     if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
         architecture = [o for o in wired if o.startswith(ARCHITECTURE_KEYS)]
-        stages["baseline"] = run_stage(train, "train", [*shared, *architecture, *plan["baseline"]], cache_dir=cache)
+        stages["baseline"] = from_rank_zero(run_stage(train, "train", [*shared, *architecture, *plan["baseline"]], cache_dir=cache))
 
     final = stages["finetune"]
     summary: dict[str, Any] = {

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone
@@ -94,15 +95,18 @@ class SSLMethod(pl.LightningModule):
         self._features.setdefault(dataloader_idx, []).append((features, batch["label"]))
 
     def _gathered(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = torch.cat([f for f, _ in self._features[idx]])
-        labels = torch.cat([y for _, y in self._features[idx]])
+        pairs = self._features.get(idx, [])  # a rank may get no image of a tiny view
+        feats = torch.cat([f for f, _ in pairs]) if pairs else torch.zeros(0, self.feature_dim, device=self.device)
+        labels = torch.cat([y for _, y in pairs]) if pairs else torch.zeros(0, dtype=torch.long, device=self.device)
         if self.trainer.world_size > 1:
-            feats = self.all_gather(feats).flatten(0, 1)
-            labels = self.all_gather(labels).flatten(0, 1)
+            # The ranks hold different numbers of images (the evaluation sampler does not pad with
+            # repeats), which a plain all_gather cannot take; torchmetrics pads and trims.
+            feats, labels = torch.cat(gather_all_tensors(feats)), torch.cat(gather_all_tensors(labels))
         return feats.cpu(), labels.cpu()
 
     def on_validation_epoch_end(self) -> None:
-        if len(self._features) == 2 and self.hparams.num_classes >= 2:
+        loaders = self.trainer.val_dataloaders  # decided alike on every rank, unlike the features each holds
+        if isinstance(loaders, (list, tuple)) and len(loaders) == 2 and self.hparams.num_classes >= 2:
             (bank, bank_y), (query, query_y) = self._gathered(0), self._gathered(1)
             metrics = online_metrics(bank, bank_y, query, query_y, self.hparams.num_classes, self.hparams.knn_k)
             for name, value in metrics.items():
