@@ -67,12 +67,18 @@ def assert_ranks_trained_in_step(run: Path) -> None:
     assert weights["max_rank_difference"] < 1e-6, weights  # the gradients were averaged over both ranks
 
 
-def test_two_process_ddp_on_cpu(tmp_path):
-    result = workbench(["train", "trainer=ddp_cpu", "trainer.max_epochs=1", *TINY_DATA, RANK_WEIGHTS, f"paths.log_dir={tmp_path}"])
+def test_a_multirun_of_two_process_ddp_jobs(tmp_path):
+    """Lightning starts the other rank with the command line: in a sweep, that must be the job's
+    own, or each rank runs the whole sweep with its own configs."""
+    result = workbench(["train", "-m", "seed=0,1", "trainer=ddp_cpu", "trainer.max_epochs=1", *TINY_DATA, RANK_WEIGHTS, f"paths.log_dir={tmp_path}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    run = run_dir_of(result)
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert "test/auc" in metrics and "test/acc" in metrics
-    assert "distributed_backend=gloo" in result.stderr + result.stdout
-    assert "MEMBER: 2/2" in result.stderr + result.stdout
-    assert_ranks_trained_in_step(run)
+    output = result.stderr + result.stdout
+    assert output.count("Launching 2 jobs locally") == 1 and output.count("MEMBER: 2/2") == 2
+    assert "distributed_backend=gloo" in output and "[rank: 1] Seed set to 0" in output and "[rank: 1] Seed set to 1" in output
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [job.name[:2] for job in jobs] == ["0_", "1_"]
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert "test/auc" in metrics and "test/acc" in metrics
+        assert_ranks_trained_in_step(job)

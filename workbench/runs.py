@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from workbench.errors import find_workbench_error, one_line
 from workbench.evaluation.plots import plot_training_curves
@@ -78,11 +82,37 @@ def write_run_summary(run_dir: str | Path, metrics: dict[str, Any], title: str) 
     return written
 
 
+@contextmanager
+def single_job_command_line() -> Iterator[None]:
+    """In a multirun, Lightning's DDP launcher would start the other ranks with the sweep's
+    command line, and each of them would run every job of the sweep with its own configs. Within
+    a job they get that job's command line instead: its overrides, in its own directory. After
+    the job its process group and the launcher's environment variables (LOCAL_RANK, ...) go, or
+    the next job would take the ranks as started already and wait for the finished ones."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra = HydraConfig.get()
+    original, environment = list(sys.argv), dict(os.environ)
+    sys.argv[:] = [original[0], *hydra.overrides.task]
+    with read_write(hydra.run):  # the launcher hands the ranks hydra.run.dir
+        hydra.run.dir = hydra.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv[:] = original
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
+
+
 def run_command(fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> Any:
     """Runs a command and returns the value of `cfg.optimized_metric` for sweepers (Optuna);
     bad input ends it with one line on stderr and exit status 2."""
     try:
-        metrics = fn(cfg)
+        with single_job_command_line():
+            metrics = fn(cfg)
     except Exception as e:
         error = find_workbench_error(e)
         if error is None:

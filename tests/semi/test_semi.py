@@ -5,6 +5,7 @@ checked on constructed inputs with known answers."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
+from workbench.data import MedicalDataModule, PhantomSource
 from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
@@ -174,3 +176,13 @@ def test_k_shot_linear_probe_trains_only_the_head_of_a_pretrained_backbone(tmp_p
     assert all(torch.equal(backbone[k], v) for k, v in before.items())  # frozen, batch-norm statistics included
     head = [v for k, v in state.items() if k.startswith("head.")]
     assert head and metrics["steps"] == 2
+
+
+def test_episodic_training_under_ddp_is_refused_in_one_line():
+    episodes = {"n_way": 2, "k_shot": 2, "n_query": 2, "per_epoch": 3}
+    dm = MedicalDataModule(PhantomSource(num_train=20, num_val=4, num_test=4), episodes=episodes)
+    dm.setup()
+    assert len(dm.episode_dataloader()) == 3
+    dm.trainer = SimpleNamespace(world_size=2)  # what a 2-process DDP trainer tells the datamodule
+    with pytest.raises(WorkbenchError, match="data.episodes: episodic training runs on one process, not 2; use trainer=cpu"):
+        dm.episode_dataloader()

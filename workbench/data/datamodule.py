@@ -312,6 +312,8 @@ class MedicalDataModule(pl.LightningDataModule):
         expected = {"n_way", "k_shot", "n_query", "per_epoch"}
         if set(spec) != expected:
             raise WorkbenchError(f"data.episodes={spec}: expected exactly the keys {sorted(expected)}")
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise WorkbenchError(f"data.episodes: episodic training runs on one process, not {self.trainer.world_size}; use trainer=cpu or trainer=gpu")
         labels = [int(r["label"]) for r in self.views["labeled"]]
         sampler = EpisodeSampler(labels, spec["n_way"], spec["k_shot"], spec["n_query"], spec["per_epoch"], self.split_seed)
         return DataLoader(self.dataset("labeled"), batch_sampler=sampler, num_workers=self.num_workers)
