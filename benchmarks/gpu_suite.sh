@@ -2,9 +2,9 @@
 # The GPU runs of benchmarks/RESULTS.md in one command: synthesis, ssl_probe and the three seeds
 # of label_efficiency at once on one GPU (their data loading is CPU-bound at 28 px, so they share
 # a GPU well with about 16 cores), then label_efficiency once more over all seeds to merge them
-# (every stage is reused from the cache). Its third recipe, the linear probe on the frozen BYOL
-# backbone, asks whether the frozen features' AUC 0.965 of ssl_probe_gpu.json holds under this
-# protocol. ssl_probe also runs the slow-backbone finetuning and LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%), and
+# (every stage is reused from the cache). Its third and fourth recipes, the linear probe on the
+# frozen BYOL backbone and LP-FT inside FixMatch, ask whether the frozen features' AUC 0.965 of
+# ssl_probe_gpu.json holds under this protocol. ssl_probe also runs the slow-backbone finetuning and LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%), and
 # gan_sweep starts once synthesis has trained its feature network.
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR] [DATA_DIR]     # default: benchmarks/results/gpu, ../shared/data
@@ -23,7 +23,7 @@ mkdir -p "$OUT/logs"
 
 label_efficiency() {
   "$PY" benchmarks/label_efficiency.py --trainer "$TRAINER" --workers 2 --width 1.0 --pretrain-epochs 40 --supervised-epochs 60 \
-    --semi-epochs 15 --recipes supervised byol+fixmatch byol+probe --data-dir "$DATA" --runs "$OUT/label_efficiency_runs" "${EXTRA[@]}" "$@"
+    --semi-epochs 15 --recipes supervised byol+fixmatch byol+probe byol+lp-ft+fixmatch --data-dir "$DATA" --runs "$OUT/label_efficiency_runs" "${EXTRA[@]}" "$@"
 }
 
 "$PY" benchmarks/synthesis.py --trainer "$TRAINER" --workers 3 --diffusion-epochs 120 --gan-epochs 120 --feature-epochs 10 \

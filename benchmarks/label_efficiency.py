@@ -10,7 +10,8 @@ and the test split is scored once, at the end.
     python benchmarks/label_efficiency.py --workers 1
 
 `--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone, trained on the
-labeled images alone): on the GPU the frozen features probed better than finetuning.
+labeled images alone; on the GPU the frozen features probed better than finetuning) and
+`byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
@@ -51,9 +52,10 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
                         help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
-    parser.add_argument("--head-only-epochs", type=int, default=None,
-                        help="LP-FT in the combined recipe: FixMatch trains the head alone this many epochs before the backbone joins")
-    parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"], choices=["supervised", "byol+fixmatch", "byol+probe"],
+    parser.add_argument("--head-only-epochs", type=int, default=5,
+                        help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
+    parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
+                        choices=["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"],
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -71,8 +73,7 @@ def main() -> None:
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
-    lp_ft = [] if args.head_only_epochs is None else [f"task.head_only_epochs={args.head_only_epochs}"]
-    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", *lp_ft, "data.batch_size=16",
+    semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
             "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     recipes = {
@@ -80,6 +81,8 @@ def main() -> None:
         "byol+fixmatch": {"recipe": "semi", "stages.pretrain": pretrain, "stages.finetune": semi, "stages.baseline": None},
         "byol+probe": {"recipe": "ssl", "stages.pretrain": pretrain, "stages.finetune": [*supervised, "task.freeze_backbone=true"],
                        "stages.baseline": None},
+        "byol+lp-ft+fixmatch": {"recipe": "semi", "stages.pretrain": pretrain,
+                                "stages.finetune": [*semi, f"task.head_only_epochs={args.head_only_epochs}"], "stages.baseline": None},
     }
     recipes = {name: recipes[name] for name in args.recipes}
     records = []
