@@ -12,6 +12,7 @@ and the test split is scored once, at the end.
 `--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone, trained on the
 labeled images alone; on the GPU the frozen features probed better than finetuning) and
 `byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
+`--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
@@ -32,7 +33,7 @@ from pathlib import Path
 from common import add_threshold_argument, add_trainer_argument, mean_sd, run_stage, trainer_overrides
 
 from workbench.evaluation.report import write_report
-from workbench.pipeline import pipeline
+from workbench.pipeline import pipeline, wiring
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
                         choices=["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"],
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
+    parser.add_argument("--pretrained", default=None,
+                        help="a `workbench pretrain` run that the byol recipes finetune from, instead of pretraining per seed (every seed shares it)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
@@ -65,6 +68,8 @@ def main() -> None:
     add_threshold_argument(parser)
     add_trainer_argument(parser)
     args = parser.parse_args()
+    if args.pretrained and not (Path(args.pretrained) / "backbone.json").is_file():
+        parser.error(f"--pretrained {args.pretrained}: no backbone.json there; expected a `workbench pretrain` run directory")
     warnings.filterwarnings("ignore")
     runs = Path(args.runs)
     limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
@@ -76,13 +81,15 @@ def main() -> None:
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
             "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
+    # With --pretrained the byol recipes skip their pretraining stage and are handed that backbone
+    # the way the pipeline hands over its own.
+    given = wiring({"pretrain": {"run_dir": str(Path(args.pretrained).resolve())}}, None) if args.pretrained else []
+    byol = {"stages.pretrain": None if given else pretrain, "stages.baseline": None}
     recipes = {
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},
-        "byol+fixmatch": {"recipe": "semi", "stages.pretrain": pretrain, "stages.finetune": semi, "stages.baseline": None},
-        "byol+probe": {"recipe": "ssl", "stages.pretrain": pretrain, "stages.finetune": [*supervised, "task.freeze_backbone=true"],
-                       "stages.baseline": None},
-        "byol+lp-ft+fixmatch": {"recipe": "semi", "stages.pretrain": pretrain,
-                                "stages.finetune": [*semi, f"task.head_only_epochs={args.head_only_epochs}"], "stages.baseline": None},
+        "byol+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given]},
+        "byol+probe": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, "task.freeze_backbone=true"]},
+        "byol+lp-ft+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given, f"task.head_only_epochs={args.head_only_epochs}"]},
     }
     recipes = {name: recipes[name] for name in args.recipes}
     records = []
@@ -105,9 +112,11 @@ def main() -> None:
                 out_path.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
 
     report = write_report(runs, dataset="pneumoniamnist", baselines=Path(args.data_dir) / "medmnist_v2_baselines.md")
-    for plot in sorted(runs.glob("label_efficiency_*.png")):
-        if plot.resolve() != Path(args.out).with_name(plot.name).resolve():
-            shutil.copy(plot, Path(args.out).with_name(plot.name))
+    out = Path(args.out)
+    for plot in sorted(runs.glob("label_efficiency_*.png")):  # named after --out, so another run's plots stay
+        copy = out.with_name(plot.name.replace("label_efficiency", out.stem, 1))
+        if plot.resolve() != copy.resolve():
+            shutil.copy(plot, copy)
     print("\n| fraction | recipe | test AUC | test ACC |\n|---|---|---|---|")
     for fraction, name in dict.fromkeys((r["fraction"], r["recipe"]) for r in records):
         rows = [r for r in records if (r["fraction"], r["recipe"]) == (fraction, name)]
