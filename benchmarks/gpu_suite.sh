@@ -4,8 +4,9 @@
 # a GPU well with about 16 cores), then label_efficiency once more over all seeds to merge them
 # (every stage is reused from the cache). Its third and fourth recipes, the linear probe on the
 # frozen BYOL backbone and LP-FT inside FixMatch, ask whether the frozen features' AUC 0.965 of
-# ssl_probe_gpu.json holds under this protocol. ssl_probe also runs the slow-backbone finetuning and LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%), and
-# gan_sweep starts once synthesis has trained its feature network.
+# ssl_probe_gpu.json holds under this protocol. ssl_probe also runs the slow-backbone finetuning
+# and LP-FT; synthesis compares DDIM-50 with DDPM-1000 on 1024 images (64 cannot resolve 10%),
+# and gan_sweep starts once synthesis has trained its feature network.
 #
 #   bash benchmarks/gpu_suite.sh [OUT_DIR] [DATA_DIR]     # default: benchmarks/results/gpu, ../shared/data
 #

@@ -71,7 +71,7 @@ def main() -> None:
     if args.pretrained and not (Path(args.pretrained) / "backbone.json").is_file():
         parser.error(f"--pretrained {args.pretrained}: no backbone.json there; expected a `workbench pretrain` run directory")
     warnings.filterwarnings("ignore")
-    runs = Path(args.runs)
+    runs, out = Path(args.runs), Path(args.out)
     limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
     common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit, *trainer_overrides(args)]
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
@@ -101,18 +101,16 @@ def main() -> None:
                     f"common={quoted(common)}", f"cache_dir={runs / 'stages'}", f"recipe={recipe['recipe']}", f"recipe_name={name}",
                     *[f"{k}={'null' if v is None else quoted(v)}" for k, v in recipe.items() if k.startswith("stages.")],
                 ]
-                out = runs / f"{name}-{fraction}-{seed}"
-                metrics = run_stage(pipeline, "pipeline", overrides, out)
+                run_dir = runs / f"{name}-{fraction}-{seed}"
+                metrics = run_stage(pipeline, "pipeline", overrides, run_dir)
                 record = {"fraction": fraction, "recipe": name, "seed": seed, "auc": metrics["test/auc"], "acc": metrics["test/acc"],
                           "train_seconds": metrics["train_seconds"], "labeled_images": metrics["labeled_images"]}
                 records.append(record)
                 print(json.dumps(record), flush=True)
-                out_path = Path(args.out)
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                out_path.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
 
     report = write_report(runs, dataset="pneumoniamnist", baselines=Path(args.data_dir) / "medmnist_v2_baselines.md")
-    out = Path(args.out)
     for plot in sorted(runs.glob("label_efficiency_*.png")):  # named after --out, so another run's plots stay
         copy = out.with_name(plot.name.replace("label_efficiency", out.stem, 1))
         if plot.resolve() != copy.resolve():
@@ -121,7 +119,7 @@ def main() -> None:
     for fraction, name in dict.fromkeys((r["fraction"], r["recipe"]) for r in records):
         rows = [r for r in records if (r["fraction"], r["recipe"]) == (fraction, name)]
         print(f"| {fraction} | {name} | {mean_sd([r['auc'] for r in rows])} | {mean_sd([r['acc'] for r in rows])} |")
-    print(f"wrote {args.out} and {report}")
+    print(f"wrote {out} and {report}")
 
 
 if __name__ == "__main__":
