@@ -55,6 +55,8 @@ def main() -> None:
                         help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
     parser.add_argument("--head-only-epochs", type=int, default=5,
                         help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="the FixMatch recipes validate, test and export an EMA of their weights (task.ema_decay)")
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
                         choices=["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"],
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
@@ -79,7 +81,7 @@ def main() -> None:
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
-            "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}",
+            "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}", f"task.ema_decay={args.ema_decay or 'null'}",
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     # With --pretrained the byol recipes skip their pretraining stage and are handed that backbone
     # the way the pipeline hands over its own.

@@ -18,7 +18,7 @@ from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
 from workbench.semi.cps import cross_pseudo_loss
-from workbench.semi.fixmatch import fixmatch_unlabeled_loss
+from workbench.semi.fixmatch import FixMatch, fixmatch_unlabeled_loss
 from workbench.semi.freematch import freematch_mask, update_thresholds
 from workbench.semi.protonet import class_prototypes, episode_accuracy
 from workbench.semi.ua_mt import uncertainty_masked_mse
@@ -64,6 +64,24 @@ def test_semi_supervised_task_without_unlabeled_batches_is_refused(tmp_path):
     cfg = compose_train(["task=fixmatch", "data.unlabeled_ratio=null", *TINY_2D, *STEPS], tmp_path)
     with pytest.raises(WorkbenchError, match="needs labeled and unlabeled batches: set data.unlabeled_ratio"):
         train(cfg)
+
+
+def test_fixmatch_evaluates_and_exports_its_ema_model(tmp_path):
+    cfg = compose_train(["task=fixmatch", "task.width=0.25", "task.ema_decay=0.5", *TINY_2D, *STEPS], tmp_path)
+    metrics = train(cfg)
+    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    exported = torch.load(metrics["backbone"], weights_only=True)
+    for name, value in exported.items():
+        assert torch.equal(value, state[f"teacher.model.0.{name}"]), name
+    # The EMA weights trail the trained ones; batch-norm statistics are the trained model's.
+    assert not torch.equal(state["teacher.model.0.conv1.weight"], state["backbone.conv1.weight"])
+    assert torch.equal(state["teacher.model.0.bn1.running_mean"], state["backbone.bn1.running_mean"])
+    assert state["backbone.bn1.running_mean"].abs().sum() > 0
+
+
+def test_fixmatch_refuses_an_ema_decay_outside_0_1():
+    with pytest.raises(WorkbenchError, match=r"task.ema_decay=1.5: expected a decay in \(0, 1\)"):
+        FixMatch(in_channels=1, num_classes=2, width=0.25, ema_decay=1.5)
 
 
 def test_fixmatch_masks_low_confidence_pseudo_labels():

@@ -1,12 +1,16 @@
 """FixMatch (Sohn et al. 2020): pseudo-labels from a weakly augmented unlabeled image train the
-prediction on a strongly augmented one, where the pseudo-label is confident enough."""
+prediction on a strongly augmented one, where the pseudo-label is confident enough. With
+`ema_decay` set, validation, test, the prior threshold and the exported backbone use an EMA of
+the weights instead of the weights themselves (as USB evaluates its EMA model)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench.semi.base import SemiSupervised
+from workbench.errors import WorkbenchError
+from workbench.semi.base import EMATeacher, SemiSupervised, ema_decay
 from workbench.tasks.classification import ClassificationTask
 
 
@@ -29,9 +33,21 @@ def fixmatch_unlabeled_loss(
 class FixMatch(SemiSupervised, ClassificationTask):
     """Unlabeled batches carry views [weak, strong] (data.unlabeled_views: weak_strong)."""
 
-    def __init__(self, confidence_threshold: float = 0.95, unlabeled_weight: float = 1.0, rampup_epochs: float = 0.0, **task) -> None:
+    def __init__(
+        self, confidence_threshold: float = 0.95, unlabeled_weight: float = 1.0, rampup_epochs: float = 0.0,
+        ema_decay: float | None = None, **task
+    ) -> None:
         super().__init__(**task)
         self.save_hyperparameters()
+        if ema_decay is not None:
+            if not 0.0 < ema_decay < 1.0:
+                raise WorkbenchError(f"task.ema_decay={ema_decay}: expected a decay in (0, 1), or null to evaluate the trained weights")
+            self.teacher = EMATeacher(nn.Sequential(self.backbone, self.head))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.ema_decay is not None:
+            student = nn.Sequential(self.backbone, self.head)
+            self.teacher.update(student, ema_decay(self.global_step, self.hparams.ema_decay), copy_buffers=True)
 
     def split_logits(self, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass over labeled, weak and strong images (shared batch-norm statistics)."""

@@ -28,9 +28,6 @@ class MeanTeacher(SemiSupervised, ClassificationTask):
     def student(self) -> nn.Module:
         return nn.Sequential(self.backbone, self.head)
 
-    def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x)
-
     def semi_losses(self, labeled: dict, unlabeled: dict):
         student_view, teacher_view = unlabeled["views"][:2]
         n = len(labeled["image"])

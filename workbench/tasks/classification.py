@@ -82,7 +82,7 @@ class ClassificationTask(EvaluatedTask):
         """The trained backbone as backbone.pt + backbone.json, like a pretrained one: it can
         initialise another task or serve as the feature network of the synthesis metrics."""
         provenance = backbone_provenance(self.hparams, f"supervised ({type(self).__name__})", epochs=self.current_epoch, **extra)
-        return export_backbone(self.backbone, directory, provenance)
+        return export_backbone(self.evaluated_backbone(), directory, provenance)
 
     def parameter_groups(self) -> list[dict]:
         """The backbone at lr x backbone_lr_scale from epoch head_only_epochs on, the rest at lr
@@ -119,8 +119,15 @@ class ClassificationTask(EvaluatedTask):
         return loss
 
     def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for validation and test; methods with an EMA teacher evaluate the teacher."""
-        return self(x)
+        """Logits for validation and test; methods with an EMA teacher (`self.teacher`, an
+        EMATeacher of nn.Sequential(backbone, head)) evaluate the teacher."""
+        teacher = getattr(self, "teacher", None)
+        return self(x) if teacher is None else teacher(x)
+
+    def evaluated_backbone(self) -> nn.Module:
+        """The backbone that validation and test score, so the export is the model selected."""
+        teacher = getattr(self, "teacher", None)
+        return self.backbone if teacher is None else teacher.model[0]
 
     def on_test_start(self) -> None:
         if self.hparams.threshold == "prior" and self.hparams.num_classes == 2:
