@@ -9,14 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from tests.conftest import REPO, compose_train, run_cli, write_png
 from workbench.data import ArchiveSource, MedicalDataModule
 from workbench.errors import WorkbenchError
+from workbench.pretrain import pretrain
+from workbench.synthesize import synthesize
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.tasks.classification import ClassificationTask
 from workbench.train import train
@@ -50,6 +54,39 @@ def test_kill_9_during_training_then_resume_finishes_the_same_steps(tmp_path):
     metrics = json.loads(runs[-1].read_text())
     assert metrics["steps"] == 4 * 6 and metrics["epochs"] == 4  # 48 images / batch 8 = 6 steps per epoch
     assert "test/auc" in metrics
+
+
+class LastCheckpointFollows(pl.Callback):
+    """Fails the run unless checkpoints/last.ckpt holds the epoch just finished when the next
+    starts: what a resume after a kill would continue from."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            return
+        last = torch.load(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        assert last["epoch"] == trainer.current_epoch - 1, f"last.ckpt holds epoch {last['epoch']} at the start of {trainer.current_epoch}"
+
+
+LAST_FOLLOWS = "+callbacks.last_follows._target_=tests.test_reliability.LastCheckpointFollows"
+
+
+@pytest.mark.parametrize(
+    "command, config, overrides",
+    [
+        # The monitored checkpoint stays at epoch 0 (train loss only falls), and last.ckpt still moves on.
+        (train, "train", ["monitor.metric=train/loss", "monitor.mode=max", "task.width=0.25"]),
+        (pretrain, "pretrain", ["ssl=simclr", "ssl.width=0.25", "data.source.size=16", "data.pretrain_views.size=16"]),
+        (synthesize, "synthesize", ["generator=dcgan", "generator.generator_channels=8", "generator.discriminator_channels=8"]),
+    ],
+    ids=["train", "pretrain", "synthesize"],
+)
+def test_last_checkpoint_is_every_epochs_end(tmp_path, command, config, overrides):
+    tiny = ["data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8", "trainer.max_epochs=3"]
+    metrics = command(compose_train([*overrides, *tiny, LAST_FOLLOWS], tmp_path, config_name=config))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == metrics["steps"]
+    if command is train:
+        assert metrics["best_checkpoint"].endswith("epoch000.ckpt")
 
 
 def test_same_seed_same_split_and_metrics_other_seed_other_split(tmp_path):
