@@ -6,7 +6,6 @@ the weights instead of the weights themselves (as USB evaluates its EMA model)."
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.errors import WorkbenchError
@@ -42,12 +41,11 @@ class FixMatch(SemiSupervised, ClassificationTask):
         if ema_decay is not None:
             if not 0.0 < ema_decay < 1.0:
                 raise WorkbenchError(f"task.ema_decay={ema_decay}: expected a decay in (0, 1), or null to evaluate the trained weights")
-            self.teacher = EMATeacher(nn.Sequential(self.backbone, self.head))
+            self.teacher = EMATeacher(self.network())
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.hparams.ema_decay is not None:
-            student = nn.Sequential(self.backbone, self.head)
-            self.teacher.update(student, ema_decay(self.global_step, self.hparams.ema_decay), copy_buffers=True)
+            self.teacher.update(self.network(), ema_decay(self.global_step, self.hparams.ema_decay), copy_buffers=True)
 
     def split_logits(self, labeled: dict, unlabeled: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward pass over labeled, weak and strong images (shared batch-norm statistics)."""

@@ -5,7 +5,6 @@ validation and test use the teacher."""
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench.semi.base import EMATeacher, SemiSupervised, ema_decay
@@ -23,10 +22,7 @@ class MeanTeacher(SemiSupervised, ClassificationTask):
     def __init__(self, ema_decay: float = 0.99, unlabeled_weight: float = 10.0, rampup_epochs: float = 5.0, **task) -> None:
         super().__init__(**task)
         self.save_hyperparameters()
-        self.teacher = EMATeacher(self.student())
-
-    def student(self) -> nn.Module:
-        return nn.Sequential(self.backbone, self.head)
+        self.teacher = EMATeacher(self.network())
 
     def semi_losses(self, labeled: dict, unlabeled: dict):
         student_view, teacher_view = unlabeled["views"][:2]
@@ -38,4 +34,4 @@ class MeanTeacher(SemiSupervised, ClassificationTask):
         return supervised, softmax_mse(logits[n:], teacher_logits), {}
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.teacher.update(self.student(), ema_decay(self.global_step, self.hparams.ema_decay))
+        self.teacher.update(self.network(), ema_decay(self.global_step, self.hparams.ema_decay))

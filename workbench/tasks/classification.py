@@ -109,6 +109,10 @@ class ClassificationTask(EvaluatedTask):
         if self.hparams.freeze_backbone or self.current_epoch < (self.hparams.head_only_epochs or 0):
             self.backbone.eval()  # frozen means frozen batch-norm statistics too
 
+    def network(self) -> nn.Module:
+        """Backbone then head as one module (what an EMA teacher copies and follows)."""
+        return nn.Sequential(self.backbone, self.head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
@@ -120,7 +124,7 @@ class ClassificationTask(EvaluatedTask):
 
     def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for validation and test; methods with an EMA teacher (`self.teacher`, an
-        EMATeacher of nn.Sequential(backbone, head)) evaluate the teacher."""
+        EMATeacher of `network()`) evaluate the teacher."""
         teacher = getattr(self, "teacher", None)
         return self(x) if teacher is None else teacher(x)
 
