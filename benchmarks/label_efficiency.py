@@ -13,6 +13,8 @@ and the test split is scored once, at the end.
 labeled images alone; on the GPU the frozen features probed better than finetuning) and
 `byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
 `--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
+`--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
+instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md).
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
@@ -57,6 +59,8 @@ def main() -> None:
                         help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="the FixMatch recipes validate, test and export an EMA of their weights (task.ema_decay)")
+    parser.add_argument("--selection", choices=["val_loss", "last"], default="val_loss",
+                        help="the checkpoint each recipe tests: lowest loss on its in-budget val subset, or the last epoch (no selection)")
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
                         choices=["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"],
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
@@ -75,7 +79,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     runs, out = Path(args.runs), Path(args.out)
     limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
-    common = [f"data.num_workers={args.workers}", "logger=csv", "monitor.metric=val/loss", "monitor.mode=min", *limit, *trainer_overrides(args)]
+    selection = ["monitor.metric=val/loss", "monitor.mode=min"] if args.selection == "val_loss" else ["monitor.metric=null"]
+    common = [f"data.num_workers={args.workers}", "logger=csv", *selection, *limit, *trainer_overrides(args)]
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
                 "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
     threshold = f"task.threshold={args.threshold}"
