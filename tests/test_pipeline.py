@@ -12,8 +12,10 @@ import yaml
 
 from tests.conftest import SHARED_DATA, compose_train
 from tests.test_cli import RANK_WEIGHTS, assert_ranks_trained_in_step, run_dir_of, workbench
+from workbench.evaluate import evaluate
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
 from workbench.pipeline import pipeline
+from workbench.train import train
 
 TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
 TINY_TRAIN = [*TINY, "trainer.max_epochs=1", "task.width=0.25"]
@@ -140,18 +142,18 @@ def test_pipeline_runs_every_stage_under_two_process_ddp(tmp_path):
 def test_two_process_evaluation_scores_like_one_process(tmp_path):
     data = ["data.source.num_train=24", "data.source.num_val=9", "data.source.num_test=9", "data.batch_size=8",
             "data.eval_batch_size=8", "task.width=0.25"]
-    trained = workbench(["train", *data, "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'train'}"])
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    checkpoint = run_dir_of(trained) / "checkpoints" / "last.ckpt"
+    # One process runs in this one (imports are the slow part); two as a user starts them.
+    train(compose_train([*data, "trainer.max_epochs=1"], tmp_path / "train"))
+    checkpoint = tmp_path / "train" / "checkpoints" / "last.ckpt"
     scores = {}
     # The prior threshold's 12 unlabeled training images are split 6 + 6 over the ranks, their scores gathered.
     prior = ["task.threshold=prior", "data.label_fraction=0.5", "data.val_fraction=1.0"]
     for threshold, extra in (("val", []), ("prior", prior)):
-        for trainer in ("cpu", "ddp_cpu"):
-            log_dir = tmp_path / threshold / trainer
-            result = workbench(["evaluate", *data, *extra, f"trainer={trainer}", f"ckpt_path={checkpoint}", f"paths.log_dir={log_dir}"])
-            assert result.returncode == 0, result.stderr[-3000:]
-            scores[threshold, trainer] = json.loads((run_dir_of(result) / "metrics.json").read_text())
+        overrides = [*data, *extra, f"ckpt_path={checkpoint}"]
+        scores[threshold, "cpu"] = evaluate(compose_train(overrides, tmp_path / threshold / "cpu", config_name="evaluate"))
+        result = workbench(["evaluate", *overrides, "trainer=ddp_cpu", f"paths.log_dir={tmp_path / threshold / 'ddp_cpu'}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[threshold, "ddp_cpu"] = json.loads((run_dir_of(result) / "metrics.json").read_text())
     assert scores["val", "ddp_cpu"]["world_size"] == 2 and scores["val", "cpu"]["world_size"] == 1
     # 9 val and 9 test images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold.
     for threshold, keys in (("val", ["val/threshold"]), ("prior", ["test/threshold"])):
