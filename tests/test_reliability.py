@@ -19,9 +19,9 @@ import torch
 from tests.conftest import REPO, compose_train, run_cli, write_png
 from workbench.data import ArchiveSource, MedicalDataModule
 from workbench.errors import WorkbenchError
+from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.pretrain import pretrain
 from workbench.synthesize import synthesize
-from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.tasks.classification import ClassificationTask
 from workbench.train import train
 
