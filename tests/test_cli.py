@@ -1,9 +1,11 @@
-"""The `workbench` command as a user runs it: help, a real PneumoniaMNIST run, DDP on CPU."""
+"""The `workbench` command as a user runs it: help, a real PneumoniaMNIST run, DDP on CPU (a sweep
+of 2-process jobs, two torchrun nodes)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +84,27 @@ def test_a_multirun_of_two_process_ddp_jobs(tmp_path):
         metrics = json.loads((job / "metrics.json").read_text())
         assert "test/auc" in metrics and "test/acc" in metrics
         assert_ranks_trained_in_step(job)
+
+
+def test_two_nodes_of_one_process_each_under_torchrun(tmp_path):
+    """Two torchrun 'nodes' on this machine (gloo on CPU): Lightning reads the torchrun
+    environment, and trainer.num_nodes=2 with one device each makes one world of 2."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+             "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "workbench.train", "trainer=ddp_cpu", "trainer.devices=1",
+             "trainer.num_nodes=2", "trainer.max_epochs=1", *TINY_DATA, RANK_WEIGHTS, f"hydra.run.dir={run_dir}"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), outputs[0][-3000:] + outputs[1][-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
+    assert "test/auc" in json.loads((run_dir / "metrics.json").read_text())
+    assert_ranks_trained_in_step(run_dir)
