@@ -103,7 +103,11 @@ def test_two_nodes_of_one_process_each_under_torchrun(tmp_path):
         )
         for rank in (0, 1)
     ]
-    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    try:
+        outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    finally:  # a node left waiting for a failed peer must not outlive the test
+        for node in nodes:
+            node.kill()
     assert all(node.returncode == 0 for node in nodes), outputs[0][-3000:] + outputs[1][-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
     assert "test/auc" in json.loads((run_dir / "metrics.json").read_text())

@@ -82,7 +82,7 @@ class ClassificationTask(EvaluatedTask):
         """The trained backbone as backbone.pt + backbone.json, like a pretrained one: it can
         initialise another task or serve as the feature network of the synthesis metrics."""
         provenance = backbone_provenance(self.hparams, f"supervised ({type(self).__name__})", epochs=self.current_epoch, **extra)
-        return export_backbone(self.evaluated_backbone(), directory, provenance)
+        return export_backbone(self.evaluated_network()[0], directory, provenance)
 
     def parameter_groups(self) -> list[dict]:
         """The backbone at lr x backbone_lr_scale from epoch head_only_epochs on, the rest at lr
@@ -122,16 +122,14 @@ class ClassificationTask(EvaluatedTask):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
-    def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for validation and test; methods with an EMA teacher (`self.teacher`, an
-        EMATeacher of `network()`) evaluate the teacher."""
+    def evaluated_network(self) -> nn.Module:
+        """What validation, test and the export score: `network()`, or for methods with an EMA
+        teacher (`self.teacher`, an EMATeacher of `network()`) the teacher's copy."""
         teacher = getattr(self, "teacher", None)
-        return self(x) if teacher is None else teacher(x)
+        return self.network() if teacher is None else teacher.model
 
-    def evaluated_backbone(self) -> nn.Module:
-        """The backbone that validation and test score, so the export is the model selected."""
-        teacher = getattr(self, "teacher", None)
-        return self.backbone if teacher is None else teacher.model[0]
+    def evaluate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.evaluated_network()(x)
 
     def on_test_start(self) -> None:
         if self.hparams.threshold == "prior" and self.hparams.num_classes == 2:
