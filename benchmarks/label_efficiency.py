@@ -14,7 +14,8 @@ labeled images alone; on the GPU the frozen features probed better than finetuni
 `byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
 `--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
-instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md).
+instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md);
+`--distribution-alignment` aligns FixMatch's pseudo-labels to the labeled class prior.
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
@@ -59,6 +60,8 @@ def main() -> None:
                         help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="the FixMatch recipes validate, test and export an EMA of their weights (task.ema_decay)")
+    parser.add_argument("--distribution-alignment", action="store_true",
+                        help="the FixMatch recipes align pseudo-labels to the labeled class prior (task.distribution_alignment)")
     parser.add_argument("--selection", choices=["val_loss", "last"], default="val_loss",
                         help="the checkpoint each recipe tests: lowest loss on its in-budget val subset, or the last epoch (no selection)")
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
@@ -87,6 +90,7 @@ def main() -> None:
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
             "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}", f"task.ema_decay={args.ema_decay or 'null'}",
+            *(["task.distribution_alignment=true"] if args.distribution_alignment else []),
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     # With --pretrained the byol recipes skip their pretraining stage and are handed that backbone
     # the way the pipeline hands over its own.

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.data import MedicalDataModule, PhantomSource
@@ -18,7 +19,7 @@ from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
 from workbench.semi.cps import cross_pseudo_loss
-from workbench.semi.fixmatch import FixMatch, fixmatch_unlabeled_loss
+from workbench.semi.fixmatch import FixMatch, align_distribution, confident_pseudo_label_loss
 from workbench.semi.freematch import freematch_mask, update_thresholds
 from workbench.semi.protonet import class_prototypes, episode_accuracy
 from workbench.semi.ua_mt import uncertainty_masked_mse
@@ -87,14 +88,44 @@ def test_fixmatch_refuses_an_ema_decay_outside_0_1():
 def test_fixmatch_masks_low_confidence_pseudo_labels():
     # Rows: confident class 1 (p=0.99), unsure (p=0.6), confident class 0 (p=0.97).
     p = torch.tensor([[0.01, 0.99], [0.4, 0.6], [0.97, 0.03]])
-    logits_weak = p.log()
     logits_strong = torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]], requires_grad=True)
-    loss, mask = fixmatch_unlabeled_loss(logits_weak, logits_strong, threshold=0.95)
+    loss, mask = confident_pseudo_label_loss(p, logits_strong, threshold=0.95)
     assert mask.tolist() == [1.0, 0.0, 1.0]
     expected = (F.cross_entropy(logits_strong[0:1], torch.tensor([1])) + F.cross_entropy(logits_strong[2:3], torch.tensor([0]))) / 3
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert logits_strong.grad[1].abs().sum() == 0  # the unsure item teaches nothing
+
+
+def test_distribution_alignment_scales_by_target_over_predicted_share():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4]])
+    aligned = align_distribution(probs, torch.tensor([0.5, 0.5]), torch.tensor([0.75, 0.25]))
+    # (0.9/0.75, 0.1/0.25) * 0.5 = (0.6, 0.2) -> (0.75, 0.25); (0.4, 0.8) -> (1/3, 2/3)
+    assert torch.allclose(aligned, torch.tensor([[0.75, 0.25], [1 / 3, 2 / 3]]))
+    # A model that already predicts the target prior keeps its probabilities.
+    assert torch.allclose(align_distribution(probs, torch.tensor([0.7, 0.3]), torch.tensor([0.7, 0.3])), probs)
+
+
+def test_fixmatch_aligns_pseudo_labels_to_the_labeled_prior(tmp_path):
+    cfg = compose_train(["task=fixmatch", "task.width=0.25", "task.distribution_alignment=true", "task.alignment_momentum=0.5",
+                         *TINY_2D, *STEPS], tmp_path)
+    metrics = train(cfg)
+    state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    labels = torch.tensor([int(r["label"]) for r in datamodule.views["labeled"]])
+    assert torch.allclose(state["labeled_prior"], torch.bincount(labels, minlength=2) / len(labels))
+    # Two steps at momentum 0.5 move the running prediction off its start (the labeled prior).
+    assert state["predicted_prior"].sum().item() == pytest.approx(1.0)
+    assert not torch.allclose(state["predicted_prior"], state["labeled_prior"])
+    assert "train/predicted_share_class1" in (tmp_path / "metrics.csv").read_text()
+
+
+def test_distribution_alignment_needs_every_class_among_the_labels():
+    model = FixMatch(in_channels=1, num_classes=3, width=0.25, distribution_alignment=True)
+    model._trainer = SimpleNamespace(datamodule=SimpleNamespace(views={"labeled": [{"label": 0}, {"label": 2}]}))
+    with pytest.raises(WorkbenchError, match=r"task.distribution_alignment=true needs every class among the labeled images; classes \[1\] have none"):
+        model.on_fit_start()
 
 
 def test_freematch_thresholds_adapt_per_class():

@@ -36,10 +36,8 @@ class FreeMatch(FixMatch):
         self.register_buffer("class_probs", torch.full((c,), 1.0 / c))
 
     def unlabeled_loss(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(logits_weak.detach().float(), dim=1)
-        # Every rank must hold the same thresholds: update them from the whole global batch.
-        everyone = self.all_gather(probs).reshape(-1, probs.shape[1]) if self.trainer.world_size > 1 else probs
-        global_conf, class_probs = update_thresholds(everyone, self.global_conf, self.class_probs, self.hparams.ema_momentum)
+        probs = self.weak_probabilities(logits_weak)
+        global_conf, class_probs = update_thresholds(self.across_ranks(probs), self.global_conf, self.class_probs, self.hparams.ema_momentum)
         self.global_conf.copy_(global_conf)
         self.class_probs.copy_(class_probs)
         mask, pseudo = freematch_mask(probs, global_conf, class_probs)

@@ -135,6 +135,12 @@ class ClassificationTask(EvaluatedTask):
         if self.hparams.threshold == "prior" and self.hparams.num_classes == 2:
             self.decision_threshold.fill_(self.prior_threshold())
 
+    def labeled_class_prior(self) -> torch.Tensor:
+        """The share of each class among the labeled training images (on every rank: each holds
+        the whole list)."""
+        labels = torch.tensor([int(r["label"]) for r in self.trainer.datamodule.views["labeled"]])
+        return torch.bincount(labels, minlength=self.hparams.num_classes).float() / len(labels)
+
     @torch.no_grad()
     def prior_threshold(self) -> float:
         """The threshold at which this model calls the labeled images' positive share of the
@@ -147,7 +153,7 @@ class ClassificationTask(EvaluatedTask):
             raise WorkbenchError(
                 "task.threshold='prior' needs unlabeled training images (data.label_fraction < 1); use task.threshold=val"
             )
-        positive_share = sum(int(r["label"]) == 1 for r in views["labeled"]) / len(views["labeled"])
+        positive_share = float(self.labeled_class_prior()[1])
         if not 0.0 < positive_share < 1.0:
             raise WorkbenchError(f"task.threshold='prior': the labeled images are all of one class (positive share {positive_share})")
         scores = CatMetric().to(self.device)
