@@ -20,7 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
 from workbench.semi.cps import cross_pseudo_loss
 from workbench.semi.fixmatch import FixMatch, align_distribution, confident_pseudo_label_loss
-from workbench.semi.freematch import freematch_mask, update_thresholds
+from workbench.semi.freematch import FreeMatch, fairness_loss, freematch_mask, update_thresholds
 from workbench.semi.protonet import class_prototypes, episode_accuracy
 from workbench.semi.ua_mt import uncertainty_masked_mse
 from workbench.train import train
@@ -57,6 +57,7 @@ def test_every_method_trains_on_phantoms(tmp_path, overrides):
         assert 0.0 <= metrics["test/episode_acc"] <= 1.0 and metrics["test/episode_acc_ci95"] >= 0.0
     elif overrides[0] in ("task=fixmatch", "task=freematch", "task=mean_teacher"):
         assert "train/unsup_loss" in history and 0.0 <= metrics["test/acc"] <= 1.0
+        assert ("train/fairness_loss" in history) == (overrides[0] == "task=freematch")
     else:
         assert "train/unsup_loss" in history and 0.0 <= metrics["test/dice"] <= 1.0
 
@@ -139,6 +140,31 @@ def test_freematch_thresholds_adapt_per_class():
     assert mask.tolist() == [1.0, 1.0, 1.0]
     mask, _ = freematch_mask(probs, torch.tensor(0.85), cls)
     assert mask.tolist() == [1.0, 0.0, 1.0]  # 0.8 < 0.85 for class 0; class 1 needs 0.85 * 5/7 = 0.607
+
+
+def test_freematch_fairness_loss_on_known_predictions():
+    uniform = torch.tensor([0.5, 0.5])
+    logits = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]).log().requires_grad_()
+    # Kept: rows 0 and 1, one hard label each, so the batch histogram is uniform and the mean
+    # prediction (0.55, 0.45) stays as it is; the running distribution is uniform too.
+    loss = fairness_loss(logits, torch.tensor([1.0, 1.0, 0.0]), uniform, uniform)
+    assert loss.item() == pytest.approx(0.5 * math.log(0.55) + 0.5 * math.log(0.45), rel=1e-5)
+    loss.backward()
+    assert logits.grad[2].abs().sum() == 0 and logits.grad[:2].abs().sum() > 0  # only kept items learn
+    # A class missing from the kept hard labels gets no share, and no NaN gradient.
+    lopsided = torch.tensor([[0.8, 0.2], [0.9, 0.1]]).log().requires_grad_()
+    loss = fairness_loss(lopsided, torch.ones(2), torch.tensor([0.7, 0.3]), uniform)
+    loss.backward()
+    assert loss.item() == pytest.approx(0.3 * math.log(1e-12), rel=1e-4) and torch.isfinite(lopsided.grad).all()
+    assert fairness_loss(logits, torch.zeros(3), uniform, uniform).item() == 0.0
+
+
+def test_freematch_loads_a_checkpoint_from_before_its_label_histogram():
+    model = FreeMatch(in_channels=1, num_classes=2, width=0.25)
+    checkpoint = {"state_dict": {k: v for k, v in model.state_dict().items() if k != "label_hist"}}
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])  # strict
+    assert model.label_hist.tolist() == [0.5, 0.5]
 
 
 def test_ema_teacher_update_is_the_weighted_average():
