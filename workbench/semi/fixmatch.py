@@ -63,6 +63,7 @@ class FixMatch(SemiSupervised, ClassificationTask):
             self.register_buffer("predicted_prior", torch.zeros(c))
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.hparams.distribution_alignment:
             prior = self.labeled_class_prior()
             if (prior == 0).any():
