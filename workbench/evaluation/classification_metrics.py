@@ -8,6 +8,11 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc, multiclass_auroc
 
 
+def class_shares(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The share of each class among `labels` (hard labels 0..num_classes-1)."""
+    return torch.bincount(labels.long(), minlength=num_classes).float() / len(labels)
+
+
 def youden_threshold(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """The probability threshold that maximises sensitivity + specificity - 1 (Youden's J).
 

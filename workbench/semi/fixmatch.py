@@ -66,8 +66,8 @@ class FixMatch(SemiSupervised, ClassificationTask):
         super().on_fit_start()
         if self.hparams.distribution_alignment:
             prior = self.labeled_class_prior()
-            if (prior == 0).any():
-                missing = (prior == 0).nonzero().flatten().tolist()
+            missing = (prior == 0).nonzero().flatten().tolist()
+            if missing:
                 raise WorkbenchError(
                     f"task.distribution_alignment=true needs every class among the labeled images; classes {missing} have none"
                 )

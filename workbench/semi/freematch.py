@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from workbench.evaluation.classification_metrics import class_shares
 from workbench.semi.fixmatch import FixMatch, pseudo_label_loss
 
 
@@ -45,7 +46,7 @@ def fairness_loss(logits_strong: torch.Tensor, mask: torch.Tensor, class_probs: 
     if len(kept) == 0:
         return logits_strong.sum() * 0.0
     probs = kept.softmax(dim=1)
-    batch_hist = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).float() / len(probs)
+    batch_hist = class_shares(probs.argmax(dim=1), probs.shape[1])
     target = sum_normalised_ratio(class_probs, label_hist)
     return (target * torch.log(sum_normalised_ratio(probs.mean(dim=0), batch_hist) + 1e-12)).sum()
 
@@ -72,8 +73,7 @@ class FreeMatch(FixMatch):
         global_conf, class_probs = update_thresholds(everyone, self.global_conf, self.class_probs, m)
         self.global_conf.copy_(global_conf)
         self.class_probs.copy_(class_probs)
-        hist = torch.bincount(everyone.argmax(dim=1), minlength=everyone.shape[1]).float() / len(everyone)
-        self.label_hist.mul_(m).add_((1 - m) * hist)
+        self.label_hist.mul_(m).add_((1 - m) * class_shares(everyone.argmax(dim=1), everyone.shape[1]))
         mask, pseudo = freematch_mask(probs, global_conf, class_probs)
         fairness = fairness_loss(logits_strong, mask, class_probs, self.label_hist)
         self.log("train/global_threshold", global_conf, on_step=False, on_epoch=True, batch_size=len(probs))

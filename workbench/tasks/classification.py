@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.classification_metrics import classification_metrics, prior_matched_threshold, youden_threshold
+from workbench.evaluation.classification_metrics import class_shares, classification_metrics, prior_matched_threshold, youden_threshold
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone, load_backbone
 from workbench.tasks.base import EvaluatedTask
@@ -139,7 +139,7 @@ class ClassificationTask(EvaluatedTask):
         """The share of each class among the labeled training images (on every rank: each holds
         the whole list)."""
         labels = torch.tensor([int(r["label"]) for r in self.trainer.datamodule.views["labeled"]])
-        return torch.bincount(labels, minlength=self.hparams.num_classes).float() / len(labels)
+        return class_shares(labels, self.hparams.num_classes)
 
     @torch.no_grad()
     def prior_threshold(self) -> float:
