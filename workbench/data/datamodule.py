@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Compose
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
@@ -128,6 +129,7 @@ class MedicalDataModule(pl.LightningDataModule):
         self.output_dir = output_dir
         self.data: SourceData | None = None
         self.views: dict[str, list[dict[str, Any]]] = {}
+        self._view_generator: tuple[tuple[Any, int], torch.Generator] | None = None
 
     # ----- loading and splitting -------------------------------------------------------------
     def load(self) -> SourceData:
@@ -233,6 +235,7 @@ class MedicalDataModule(pl.LightningDataModule):
         records = self.views[view]
         task = "unlabeled" if view in ("unlabeled", "unlabeled_train", "pretrain") else data.task
         views = self.pretrain_views if view == "pretrain" else self.unlabeled_views if view == "unlabeled" and train else None
+        on_device = getattr(views, "on_device", False)  # drawn per batch in on_after_batch_transfer
         transform = build_transforms(
             task=task,
             spatial_dims=data.spatial_dims,
@@ -246,7 +249,7 @@ class MedicalDataModule(pl.LightningDataModule):
         )
         if view == "pretrain" and views is None:
             raise WorkbenchError("the 'pretrain' view needs data.pretrain_views (a multi-view transform)")
-        if views is not None:
+        if views is not None and not on_device:
             transform = Compose([transform, views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
@@ -295,6 +298,18 @@ class MedicalDataModule(pl.LightningDataModule):
             unlabeled = self._loader("unlabeled", shuffle=True, batch_size=size, drop_last=True)
             return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
         return labeled
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On-device pretraining views (`data.pretrain_views.on_device`): the training batch
+        of plain images becomes its views here, on the device the batch was moved to."""
+        views = self.pretrain_views  # a workbench.ssl.batched_views.BatchedMultiView
+        if not getattr(views, "on_device", False) or self.trainer is None or not self.trainer.training:
+            return batch
+        images = batch["image"]
+        epoch, rank = self.trainer.current_epoch, self.trainer.global_rank
+        if self._view_generator is None or self._view_generator[0] != (images.device, epoch):
+            self._view_generator = ((images.device, epoch), views.generator(images.device, self.split_seed, epoch, rank))
+        return {"views": views(images, self._view_generator[1])}
 
     def labeled_dataloader(self) -> DataLoader:
         """The labeled view, with the synthetic view mixed in when there is one."""

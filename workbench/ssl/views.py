@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.transforms import (
@@ -30,6 +30,9 @@ from monai.transforms import (
     Randomizable,
     Resized,
 )
+
+if TYPE_CHECKING:
+    from workbench.ssl.batched_views import BatchedMultiView
 
 
 @dataclass
@@ -111,9 +114,16 @@ def multi_view(
     intensity: float = 0.8,
     blur: float = 0.5,
     noise: float = 0.2,
-) -> MultiViewd:
-    """`n_global` views at `size` (the first ones), then `n_local` DINO-style local crops."""
+    on_device: bool = False,
+) -> MultiViewd | BatchedMultiView:
+    """`n_global` views at `size` (the first ones), then `n_local` DINO-style local crops.
+    `on_device`: the same views drawn for whole batches on the training device
+    (`batched_views.py`) instead of per image in the DataLoader's workers."""
     common = dict(flip=flip, affine=affine, elastic=elastic, intensity=intensity, blur=blur, noise=noise)
     specs = [ViewSpec(size, tuple(crop_scale), **common) for _ in range(n_global)]
     specs += [ViewSpec(local_size or max(8, size // 2), tuple(local_crop_scale), **common) for _ in range(n_local)]
+    if on_device:
+        from workbench.ssl.batched_views import batched_multi_view  # it imports ViewSpec from here
+
+        return batched_multi_view(specs, spatial_dims)
     return MultiViewd([view_transform(spec, spatial_dims) for spec in specs])

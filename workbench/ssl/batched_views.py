@@ -1,0 +1,191 @@
+"""The views of `views.py`, drawn for a whole batch at once on the batch's device.
+
+MONAI's transforms augment one image at a time in the DataLoader's workers, at about 5 ms a
+view on one core: a GPU that trains a ResNet-18 on 28-pixel images at thousands of images a
+second then waits on the CPU. Here every random draw is a tensor of one value per image, the
+crop, flips and small affine become one sampling grid (one resampling instead of MONAI's two),
+and intensity, blur and noise are elementwise or grouped convolutions. That one resampling is
+bilinear, where MONAI's "area" resize repeats pixels when it enlarges a crop. Nothing in MONAI,
+lightly or torchvision draws independent parameters per image of a batch (torchvision's v2
+transforms draw one set for the whole batch).
+
+The distributions follow `view_transform`: crop side fractions drawn per axis in the crop
+scale range and placed uniformly inside the image, each axis flipped with probability 1/2, a
+rotation within ±0.26 rad and shears within ±0.1 with probability 1/2, border padding; gamma in
+(0.7, 1.5) on the image's own range, a scale by 1 ± 0.25 and a shift by ±0.1, each with the
+intensity probability; a Gaussian blur with sigma in (0.1, 1) per axis (MONAI's erf kernel,
+4 sigma, zero padding); Gaussian noise of a standard deviation drawn in (0, 0.05). Elastic
+deformation has no batched form here and is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from workbench.errors import WorkbenchError
+from workbench.ssl.views import ViewSpec
+
+MAX_BLUR_SIGMA = 1.0
+BLUR_RADIUS = int(4.0 * MAX_BLUR_SIGMA + 0.5)  # MONAI's GaussianFilter truncates at 4 sigma
+
+
+class BatchedView:
+    """One kind of view (a ViewSpec) for a batch (B, C, *spatial) of one spatial size."""
+
+    def __init__(self, spec: ViewSpec, spatial_dims: int) -> None:
+        if spatial_dims not in (2, 3):
+            raise WorkbenchError(f"on-device views: spatial_dims={spatial_dims}; expected 2 or 3")
+        if spec.elastic:
+            raise WorkbenchError("data.pretrain_views.elastic=true has no on-device form; set data.pretrain_views.on_device=false")
+        self.spec = spec
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if images.ndim != self.spatial_dims + 2:
+            raise WorkbenchError(
+                f"on-device views: a batch of shape {tuple(images.shape)}; expected (batch, channels, {self.spatial_dims} spatial axes)"
+            )
+        draw = _Draws(images.shape[0], images.device, generator)
+        x = self.geometric(images.float(), draw)
+        if self.spec.intensity:
+            x = self.intensity(x, draw)
+        if self.spec.blur:
+            x = self.blur(x, draw)
+        if self.spec.noise:
+            x = self.noise(x, draw)
+        return x
+
+    def geometric(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
+        """Crop, resize, flips and affine as one map from output to input coordinates (in
+        affine_grid's normalised [-1, 1] coordinates, whose edges are the image's edges)."""
+        d, lo, hi = self.spatial_dims, *self.spec.crop_scale
+        side = draw.uniform(lo, hi, d)
+        centre = (1 - side) * draw.uniform(-1, 1, d)  # the crop stays inside the image
+        scale = side * (draw.chance(0.5, d) * -2 + 1) if self.spec.flip else side
+        matrix = torch.diag_embed(scale)
+        if self.spec.affine:
+            affine = rotation(draw.uniform(-0.26, 0.26, 1 if d == 2 else 3)) @ shear(draw.uniform(-0.1, 0.1, d * (d - 1)), d)
+            identity = torch.eye(d, device=x.device).expand_as(affine)
+            matrix = matrix @ torch.where(draw.chance(0.5)[:, None, None], affine, identity)
+        theta = torch.cat([matrix, centre[..., None]], dim=-1)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], *[self.spec.size] * d], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def intensity(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
+        """MONAI's RandAdjustContrast (gamma on the image's own min-max range), then
+        RandScaleIntensity and RandShiftIntensity, each with the intensity probability."""
+        p, shape = self.spec.intensity, (-1,) + (1,) * (x.ndim - 1)
+        flat = x.flatten(1)
+        low, span = flat.amin(1).view(shape), (flat.amax(1) - flat.amin(1)).view(shape)
+        gamma = draw.uniform(0.7, 1.5).view(shape)
+        adjusted = ((x - low) / (span + 1e-7)).clamp(min=0) ** gamma * span + low
+        x = torch.where(draw.chance(p).view(shape), adjusted, x)
+        x = x * torch.where(draw.chance(p), 1 + draw.uniform(-0.25, 0.25), 1.0).view(shape)
+        return x + torch.where(draw.chance(p), draw.uniform(-0.1, 0.1), 0.0).view(shape)
+
+    def blur(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
+        """A separable Gaussian per image and axis; an image left unblurred gets a unit kernel."""
+        batch, channels, d = x.shape[0], x.shape[1], self.spatial_dims
+        sigma = draw.uniform(0.1, MAX_BLUR_SIGMA, d)
+        kernels = erf_gaussian_kernels(sigma, BLUR_RADIUS)  # (B, d, taps)
+        unit = torch.zeros_like(kernels)
+        unit[..., BLUR_RADIUS] = 1
+        kernels = torch.where(draw.chance(self.spec.blur)[:, None, None], kernels, unit)
+        conv = (F.conv2d, F.conv3d)[d - 2]
+        out = x.reshape(1, batch * channels, *x.shape[2:])
+        for axis in range(d):
+            weight = kernels[:, axis].repeat_interleave(channels, 0)  # (B*C, taps)
+            shape = [batch * channels, 1] + [1] * d
+            shape[2 + axis] = -1
+            padding = [0] * d
+            padding[axis] = BLUR_RADIUS
+            out = conv(out, weight.reshape(shape), padding=padding, groups=batch * channels)
+        return out.reshape(x.shape)
+
+    def noise(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
+        """MONAI's RandGaussianNoise: a standard deviation drawn in (0, 0.05) per image."""
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        std = torch.where(draw.chance(self.spec.noise), draw.uniform(0, 0.05), 0.0).view(shape)
+        return x + std * draw.normal(x.shape)
+
+
+class BatchedMultiView:
+    """The views of `multi_view`, each an independent draw for every image of a batch; the
+    datamodule applies it to the training batches after they reach the device (it tells this
+    kind of view by `on_device`, without importing it: the data layer does not import ssl)."""
+
+    on_device = True
+
+    def __init__(self, views: Sequence[BatchedView]) -> None:
+        self.views = list(views)
+
+    @staticmethod
+    def generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
+        return view_generator(device, seed, epoch, rank)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        return [view(images, generator) for view in self.views]
+
+
+def batched_multi_view(specs: Sequence[ViewSpec], spatial_dims: int) -> BatchedMultiView:
+    return BatchedMultiView([BatchedView(spec, spatial_dims) for spec in specs])
+
+
+def view_generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
+    """A generator on the batch's device, seeded per run, epoch and rank: a resumed run draws
+    from an epoch's start as the first run did, and each rank draws its own views."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(((seed % 2**31) * 100_003 + epoch) * 1_009 + rank)
+    return generator
+
+
+class _Draws:
+    """Random values, one (or one per axis) per image of a batch, from one generator."""
+
+    def __init__(self, batch: int, device: torch.device, generator: torch.Generator) -> None:
+        self.batch, self.device, self.generator = batch, device, generator
+
+    def uniform(self, low: float, high: float, *per_image: int) -> torch.Tensor:
+        u = torch.rand(self.batch, *per_image, generator=self.generator, device=self.device)
+        return low + (high - low) * u
+
+    def chance(self, p: float, *per_image: int) -> torch.Tensor:
+        return torch.rand(self.batch, *per_image, generator=self.generator, device=self.device) < p
+
+    def normal(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.generator, device=self.device)
+
+
+def rotation(angles: torch.Tensor) -> torch.Tensor:
+    """(B, 1) angles: 2D rotations; (B, 3): 3D rotations about the three axes in turn."""
+    cos, sin = angles.cos(), angles.sin()
+
+    def plane(i: int, a: int, b: int, d: int) -> torch.Tensor:
+        m = torch.eye(d, device=angles.device, dtype=angles.dtype).repeat(len(angles), 1, 1)
+        m[:, a, a], m[:, a, b], m[:, b, a], m[:, b, b] = cos[:, i], -sin[:, i], sin[:, i], cos[:, i]
+        return m
+
+    if angles.shape[1] == 1:
+        return plane(0, 0, 1, 2)
+    return plane(0, 1, 2, 3) @ plane(1, 0, 2, 3) @ plane(2, 0, 1, 3)
+
+
+def shear(coefficients: torch.Tensor, d: int) -> torch.Tensor:
+    """(B, d*(d-1)) off-diagonal coefficients of a d x d shear with a unit diagonal."""
+    m = torch.eye(d, device=coefficients.device).repeat(coefficients.shape[0], 1, 1)
+    off = ~torch.eye(d, dtype=torch.bool, device=coefficients.device)
+    m[:, off] = coefficients
+    return m
+
+
+def erf_gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """MONAI's "erf" discrete Gaussian (the integral of the density over each tap), normalised,
+    for every entry of `sigma`: (..., ) -> (..., 2 * radius + 1)."""
+    taps = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    scaled = sigma[..., None] * math.sqrt(2)
+    kernel = 0.5 * (torch.erf((taps + 0.5) / scaled) - torch.erf((taps - 0.5) / scaled))
+    return kernel / kernel.sum(-1, keepdim=True)
