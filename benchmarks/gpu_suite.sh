@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Needs about half an hour of one GPU: more than a task's device time now (15 minutes, the
+# machine's start included). benchmarks/gpu_label_efficiency.sh is the run sized for that.
+#
 # The GPU runs of benchmarks/RESULTS.md in one command: synthesis, ssl_probe and the three seeds
 # of label_efficiency at once on one GPU (their data loading is CPU-bound at 28 px, so they share
 # a GPU well with about 16 cores), then label_efficiency once more over all seeds to merge them

@@ -16,6 +16,8 @@ labeled images alone; on the GPU the frozen features probed better than finetuni
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
 instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md);
 `--distribution-alignment` aligns FixMatch's pseudo-labels to the labeled class prior.
+`--on-device-views` draws BYOL's views per batch on the training device, which a GPU needs to
+pretrain at more than the DataLoader workers' pace (benchmarks/on_device_views.py).
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
@@ -51,6 +53,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 channel multiplier")
     parser.add_argument("--pretrain-epochs", type=int, default=15)
+    parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument("--pretrain-every", type=int, default=1,
+                        help="the pretraining's online evaluation and last.ckpt every this many epochs (per-epoch costs add up over long GPU runs)")
+    parser.add_argument("--on-device-views", action="store_true",
+                        help="BYOL's views drawn per batch on the training device (data.pretrain_views.on_device), the images cached in memory")
     parser.add_argument("--supervised-epochs", type=int, default=40)
     parser.add_argument("--semi-epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
     parser.add_argument("--steps-per-epoch", type=int, default=50)
@@ -84,8 +91,11 @@ def main() -> None:
     limit = [f"+trainer.limit_train_batches={args.limit_batches}"] if args.limit_batches else []
     selection = ["monitor.metric=val/loss", "monitor.mode=min"] if args.selection == "val_loss" else ["monitor.metric=null"]
     common = [f"data.num_workers={args.workers}", "logger=csv", *selection, *limit, *trainer_overrides(args)]
-    pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", "data.batch_size=128",
-                "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}"]
+    pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", f"data.batch_size={args.pretrain_batch}",
+                "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}",
+                *(["data.pretrain_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
+                *([f"trainer.check_val_every_n_epoch={args.pretrain_every}", f"callbacks.last_checkpoint.every_n_epochs={args.pretrain_every}"]
+                  if args.pretrain_every > 1 else [])]
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",

@@ -110,3 +110,15 @@ def test_episodes_come_from_the_labeled_view():
     assert episodes[0]["label"].tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]
     labeled = {r["id"] for r in dm.views["labeled"]}
     assert all(i in labeled for e in episodes for i in e["id"])
+
+
+def test_memory_cache_serves_in_memory_sources_with_the_same_items():
+    """data.cache=memory now caches in-memory sources too (the deterministic chain), item for item."""
+    plain, cached = (MedicalDataModule(phantom(), cache=cache) for cache in ("none", "memory"))
+    for dm in (plain, cached):
+        dm.setup()
+    a, b = plain.dataset("test"), cached.dataset("test")
+    assert type(b).__name__ == "CheckedCacheDataset" and type(a).__name__ == "CheckedDataset"
+    for i in (0, 7, 19):
+        assert torch.equal(a[i]["image"], b[i]["image"]) and a[i]["label"] == b[i]["label"]
+    assert type(b[0]["image"]) is torch.Tensor  # no MONAI metadata in the cache either

@@ -252,12 +252,15 @@ class MedicalDataModule(pl.LightningDataModule):
         if views is not None and not on_device:
             transform = Compose([transform, views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
+        transform = WithoutMetadata(transform.transforms)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
-            if from_files and self.cache == "memory":
+            # In memory, every source keeps the chain's deterministic start (loading, checks,
+            # intensity, resizing): with on-device views that is the whole per-image work.
+            if self.cache == "memory":
                 return CheckedCacheDataset(records, transform, progress=False)
             if from_files and self.cache == "disk":
                 return CheckedPersistentDataset(records, transform, cache_dir=self.cache_dir)
-            return CheckedDataset(records, WithoutMetadata(transform.transforms))
+            return CheckedDataset(records, transform)
 
     def _loader(
         self, view: str, shuffle: bool, batch_size: int, drop_last: bool = False, train: bool | None = None

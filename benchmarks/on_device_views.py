@@ -1,0 +1,169 @@
+"""Per-image MONAI views in the DataLoader's workers against the same views drawn per batch on
+the training device (`data.pretrain_views.on_device`): how fast, and are the features as good?
+
+1. Speed, side by side in one process, alternating `--rounds` times: images per second of
+   the views alone, and of SimCLR training steps under the Lightning Trainer (data loading
+   and augmentation included, Trainer setup excluded), on PneumoniaMNIST-sized phantoms.
+2. Quality (`--quality-epochs N`, 0 skips it): BYOL pretrained on PneumoniaMNIST's training
+   images once with each kind of view, same seed, width and epochs; the online kNN and
+   linear-probe AUC of the frozen features on the official **val** split, with every training
+   label in the bank (a check of the features, not a label-efficiency result: the test split
+   is not touched).
+
+    python benchmarks/on_device_views.py --workers 1 --quality-epochs 15 --width 0.5
+
+Writes benchmarks/results/on_device_views.json (`--out`); runs under
+benchmarks/results/on_device_views_runs/ (not tracked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from common import add_trainer_argument, run_stage, trainer_overrides
+
+from workbench.data import MedicalDataModule, PhantomSource
+from workbench.pretrain import pretrain
+from workbench.ssl import SimCLR
+from workbench.ssl.views import multi_view
+
+RESULTS = Path(__file__).parent / "results"
+MODES = ("per_image", "on_device")
+
+
+class ImagesPerSecond(pl.Callback):
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.images, self.start = 0, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch["views"][0])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.rate = self.images / (time.perf_counter() - self.start)
+
+
+def datamodule(args: argparse.Namespace, mode: str) -> MedicalDataModule:
+    source = PhantomSource(size=args.size, num_train=args.images, num_val=2, num_test=2)
+    views = multi_view(2, args.size, on_device=mode == "on_device")
+    # On-device views leave only deterministic work per image, which data.cache=memory keeps.
+    cache = "memory" if mode == "on_device" else "none"
+    dm = MedicalDataModule(source, batch_size=args.batch, pretrain_views=views, num_workers=args.workers, cache=cache)
+    dm.setup()
+    return dm
+
+
+def views_alone(args: argparse.Namespace, mode: str, device: torch.device) -> float:
+    """Images per second of making two views, delivered on `device`, without any network: the
+    second pass over the loader (the first starts the workers and fills the cache)."""
+    dm = datamodule(args, mode)
+    loader, generator = dm.train_dataloader(), torch.Generator(device=device).manual_seed(0)
+    for _ in range(2):  # the last pass counts
+        images, start = 0, time.perf_counter()
+        for batch in loader:
+            if mode == "on_device":
+                views = dm.pretrain_views(batch["image"].to(device, non_blocking=True), generator)
+            else:
+                views = [v.to(device, non_blocking=True) for v in batch["views"]]
+            images += len(views[0])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return images / (time.perf_counter() - start)
+
+
+def training(args: argparse.Namespace, mode: str) -> float:
+    torch.manual_seed(0)
+    model = SimCLR(in_channels=1, backbone="resnet18", width=args.width, image_size=args.size, warmup_epochs=0)
+    meter = ImagesPerSecond()
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, callbacks=[meter],
+    )
+    trainer.fit(model, datamodule=datamodule(args, mode))
+    return meter.rate
+
+
+def speed(args: argparse.Namespace) -> dict:
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    rates = {f"{kind}_{mode}": [] for kind in ("views", "training") for mode in MODES}
+    for r in range(args.rounds):  # alternate, so drift in machine load hits both sides alike
+        for mode in MODES:
+            rates[f"views_{mode}"].append(views_alone(args, mode, device))
+            rates[f"training_{mode}"].append(training(args, mode))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in rates.items()), flush=True)
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    return {
+        "img_per_s": {k: round(v, 1) for k, v in medians.items()},
+        "ratio_views": round(medians["views_on_device"] / medians["views_per_image"], 2),
+        "ratio_training": round(medians["training_on_device"] / medians["training_per_image"], 2),
+        "rounds": rates,
+    }
+
+
+def quality(args: argparse.Namespace) -> dict:
+    results = {}
+    for mode in MODES:
+        overrides = [
+            "data=pneumoniamnist", f"paths.data_dir={args.data_dir}", "ssl=byol", f"ssl.width={args.width}", "seed=0",
+            f"trainer.max_epochs={args.quality_epochs}", "data.batch_size=128", "data.pretrain_views.size=28",
+            "data.label_fraction=1.0", f"data.num_workers={args.workers}", "logger=csv",
+            f"data.pretrain_views.on_device={str(mode == 'on_device').lower()}",
+            f"data.cache={'memory' if mode == 'on_device' else 'none'}", *trainer_overrides(args),
+        ]
+        metrics = run_stage(pretrain, "pretrain", overrides, Path(args.runs) / f"byol-{mode}")
+        results[mode] = {k: metrics[k] for k in ("val/knn_auc", "val/probe_auc", "val/knn_acc", "val/probe_acc", "pretrain_seconds")}
+        print(mode, json.dumps(results[mode]), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1024, help="phantom images per speed round")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=28)
+    parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 channel multiplier")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--accelerator", default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="bf16-mixed" if torch.cuda.is_available() else "32-true")
+    parser.add_argument("--quality-epochs", type=int, default=0, help="BYOL epochs per kind of view; 0 skips the quality check")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--runs", default=str(RESULTS / "on_device_views_runs"))
+    parser.add_argument("--out", default=str(RESULTS / "on_device_views.json"))
+    add_trainer_argument(parser)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    result = {
+        "config": vars(args),
+        "machine": platform.platform(),
+        "device": torch.cuda.get_device_name() if args.accelerator == "gpu" else f"cpu x{torch.get_num_threads()} threads",
+        "speed": speed(args),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.quality_epochs:
+        result["quality"] = quality(args)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    s = result["speed"]["img_per_s"]
+    print("\n| what | per-image views (workers) | on-device views | ratio |\n|---|---|---|---|")
+    print(f"| two views alone, img/s | {s['views_per_image']:.0f} | {s['views_on_device']:.0f} | {result['speed']['ratio_views']:.2f} |")
+    print(f"| SimCLR training, img/s | {s['training_per_image']:.0f} | {s['training_on_device']:.0f} | {result['speed']['ratio_training']:.2f} |")
+    for mode, q in result.get("quality", {}).items():
+        print(f"| BYOL {args.quality_epochs} epochs, {mode}: val kNN AUC {q['val/knn_auc']:.4f}, probe AUC {q['val/probe_auc']:.4f}, "
+              f"{q['pretrain_seconds']:.0f} s | | | |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
