@@ -1,16 +1,20 @@
 """What the benchmark scripts share: running one stage through the commands' own functions
-(`workbench.stages.run_stage`, which reuses a finished run of the same configuration) and
-mean ± std over seeds."""
+(`workbench.stages.run_stage`, which reuses a finished run of the same configuration), mean ±
+std over seeds, and a training-throughput meter."""
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
 
 from workbench.stages import run_stage
 
-__all__ = ["add_threshold_argument", "add_trainer_argument", "mean_sd", "run_stage", "trainer_overrides"]
+__all__ = ["ImagesPerSecond", "add_threshold_argument", "add_trainer_argument", "mean_sd", "run_stage", "trainer_overrides"]
 
 
 def mean_sd(values: Sequence[float]) -> str:
@@ -33,3 +37,18 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
 
 def trainer_overrides(args: argparse.Namespace) -> list[str]:
     return [f"trainer={args.trainer}"] if args.trainer else []
+
+
+class ImagesPerSecond(pl.Callback):
+    """Training images per second over an epoch (the first view's batch size per step)."""
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.images, self.start = 0, time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.images += len(batch["views"][0])
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.rate = self.images / (time.perf_counter() - self.start)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from common import add_trainer_argument, run_stage, trainer_overrides
+
+from common import ImagesPerSecond, add_trainer_argument, run_stage, trainer_overrides
 
 from workbench.data import MedicalDataModule, PhantomSource
 from workbench.pretrain import pretrain
@@ -37,19 +38,6 @@ from workbench.ssl.views import multi_view
 
 RESULTS = Path(__file__).parent / "results"
 MODES = ("per_image", "on_device")
-
-
-class ImagesPerSecond(pl.Callback):
-    def on_train_epoch_start(self, trainer, module) -> None:
-        self.images, self.start = 0, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.images += len(batch["views"][0])
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.rate = self.images / (time.perf_counter() - self.start)
 
 
 def datamodule(args: argparse.Namespace, mode: str) -> MedicalDataModule:

@@ -25,6 +25,8 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
+from common import ImagesPerSecond
+
 from workbench.data import MedicalDataModule, PhantomSource
 from workbench.models.backbones import build_backbone
 from workbench.ssl import SimCLR
@@ -32,17 +34,6 @@ from workbench.ssl.views import multi_view
 from workbench.tasks.optim import warmup_cosine
 
 RESULTS = Path(__file__).parent / "results" / "ssl_throughput.json"
-
-
-class ImagesPerSecond(pl.Callback):
-    def on_train_epoch_start(self, trainer, module) -> None:
-        self.images, self.start = 0, time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.images += len(batch["views"][0])
-
-    def on_train_epoch_end(self, trainer, module) -> None:
-        self.rate = self.images / (time.perf_counter() - self.start)
 
 
 def datamodule(args) -> MedicalDataModule:
