@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 channel multiplier")
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--pretrain-batch", type=int, default=128)
+    parser.add_argument("--pretrain-monitor-fraction", type=float, default=None,
+                        help="the labeled view of the pretraining's online monitoring (default: the smallest --fractions); fix it when "
+                             "processes of different --fractions share pretrainings through the stage cache")
     parser.add_argument("--pretrain-every", type=int, default=1,
                         help="the pretraining's online evaluation and last.ckpt every this many epochs (per-epoch costs add up over long GPU runs)")
     parser.add_argument("--on-device-views", action="store_true",
@@ -79,6 +82,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--limit-batches", type=int, default=None, help="smoke test: this many training batches per epoch")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="run nothing: gather the records of earlier runs' --out files (the same --runs) into --out, the report and the plots")
     parser.add_argument("--out", default=str(RESULTS / "label_efficiency.json"))
     parser.add_argument("--runs", default=str(RESULTS / "label_efficiency_runs"))
     add_threshold_argument(parser)
@@ -92,7 +97,7 @@ def main() -> None:
     selection = ["monitor.metric=val/loss", "monitor.mode=min"] if args.selection == "val_loss" else ["monitor.metric=null"]
     common = [f"data.num_workers={args.workers}", "logger=csv", *selection, *limit, *trainer_overrides(args)]
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", f"data.batch_size={args.pretrain_batch}",
-                "data.pretrain_views.size=28", f"data.label_fraction={min(args.fractions)}",
+                "data.pretrain_views.size=28", f"data.label_fraction={args.pretrain_monitor_fraction or min(args.fractions)}",
                 *(["data.pretrain_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
                 *([f"trainer.check_val_every_n_epoch={args.pretrain_every}", f"callbacks.last_checkpoint.every_n_epochs={args.pretrain_every}"]
                   if args.pretrain_every > 1 else [])]
@@ -113,8 +118,17 @@ def main() -> None:
         "byol+lp-ft+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given, f"task.head_only_epochs={args.head_only_epochs}"]},
     }
     recipes = {name: recipes[name] for name in args.recipes}
+
+    def save(records: list[dict]) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
+
     records = []
-    for fraction in args.fractions:
+    if args.merge:  # one record per fraction, recipe and seed: a stage reused from the cache repeats its record
+        merged = {(r["fraction"], r["recipe"], r["seed"]): r for f in args.merge for r in json.loads(Path(f).read_text())["records"]}
+        records = sorted(merged.values(), key=lambda r: (r["fraction"], r["recipe"], r["seed"]))
+        save(records)
+    for fraction in [] if args.merge else args.fractions:
         for seed in args.seeds:
             for name, recipe in recipes.items():
                 overrides = [
@@ -128,8 +142,7 @@ def main() -> None:
                           "train_seconds": metrics["train_seconds"], "labeled_images": metrics["labeled_images"]}
                 records.append(record)
                 print(json.dumps(record), flush=True)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"config": vars(args), "records": records}, indent=2) + "\n")
+                save(records)
 
     report = write_report(runs, dataset="pneumoniamnist", baselines=Path(args.data_dir) / "medmnist_v2_baselines.md")
     for plot in sorted(runs.glob("label_efficiency_*.png")):  # named after --out, so another run's plots stay
