@@ -1,6 +1,6 @@
 """The views of `views.py`, drawn for a whole batch at once on the batch's device.
 
-MONAI's transforms augment one image at a time in the DataLoader's workers, at about 5 ms a
+MONAI's transforms augment one image at a time in the DataLoader's workers, at about 3 ms a
 view on one core: a GPU that trains a ResNet-18 on 28-pixel images at thousands of images a
 second then waits on the CPU. Here every random draw is a tensor of one value per image, the
 crop, flips and small affine become one sampling grid (one resampling instead of MONAI's two),
