@@ -20,8 +20,10 @@ instead of selecting on the val subset (neither helped on CPU; benchmarks/README
 pretrain at more than the DataLoader workers' pace (benchmarks/on_device_views.py).
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
-(nothing is selected on it: the last epoch is exported), so one pretraining per seed serves
-every fraction through the pipeline's stage cache. Writes benchmarks/results/label_efficiency.json
+(nothing is selected on it: the last epoch is exported; `--pretrain-monitor-fraction` fixes it),
+so one pretraining per seed serves every fraction through the pipeline's stage cache, also
+across processes (benchmarks/gpu_label_efficiency.sh runs one per seed and fraction, then
+`--merge` gathers their records). Writes benchmarks/results/label_efficiency.json
 (a record per fraction, recipe and seed: fraction, recipe, seed, auc, acc, train_seconds) and
 label_efficiency_auc.png / _acc.png with the MedMNIST v2 full-label lines (ResNet-18 (28),
 Google AutoML Vision); runs under benchmarks/results/label_efficiency_runs/ (not tracked).
