@@ -15,14 +15,14 @@ from monai.data import create_test_image_2d
 from tests.ssl.test_methods import TINY, compose_pretrain
 from workbench.errors import WorkbenchError
 from workbench.pretrain import pretrain
-from workbench.ssl.batched_views import BatchedView, erf_gaussian_kernels, rotation, shear, view_generator
+from workbench.ssl.batched_views import BatchedMultiView, BatchedView, erf_gaussian_kernels, rotation, shear
 from workbench.ssl.views import ViewSpec, multi_view
 
 NOTHING = dict(crop_scale=(1.0, 1.0), flip=False, affine=False, intensity=0.0, blur=0.0, noise=0.0)
 
 
 def generator(seed: int = 0, epoch: int = 0, rank: int = 0) -> torch.Generator:
-    return view_generator(torch.device("cpu"), seed, epoch, rank)
+    return BatchedMultiView.generator(torch.device("cpu"), seed, epoch, rank)
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -78,14 +78,12 @@ class BatchedView:
     def intensity(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """MONAI's RandAdjustContrast (gamma on the image's own min-max range), then
         RandScaleIntensity and RandShiftIntensity, each with the intensity probability."""
-        p, shape = self.spec.intensity, (-1,) + (1,) * (x.ndim - 1)
-        flat = x.flatten(1)
-        low, span = flat.amin(1).view(shape), (flat.amax(1) - flat.amin(1)).view(shape)
-        gamma = draw.uniform(0.7, 1.5).view(shape)
-        adjusted = ((x - low) / (span + 1e-7)).clamp(min=0) ** gamma * span + low
-        x = torch.where(draw.chance(p).view(shape), adjusted, x)
-        x = x * torch.where(draw.chance(p), 1 + draw.uniform(-0.25, 0.25), 1.0).view(shape)
-        return x + torch.where(draw.chance(p), draw.uniform(-0.1, 0.1), 0.0).view(shape)
+        p, flat = self.spec.intensity, x.flatten(1)
+        low, span = per_image(flat.amin(1), x), per_image(flat.amax(1) - flat.amin(1), x)
+        adjusted = ((x - low) / (span + 1e-7)).clamp(min=0) ** per_image(draw.uniform(0.7, 1.5), x) * span + low
+        x = torch.where(per_image(draw.chance(p), x), adjusted, x)
+        x = x * per_image(torch.where(draw.chance(p), 1 + draw.uniform(-0.25, 0.25), 1.0), x)
+        return x + per_image(torch.where(draw.chance(p), draw.uniform(-0.1, 0.1), 0.0), x)
 
     def blur(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """A separable Gaussian per image and axis; an image left unblurred gets a unit kernel."""
@@ -108,9 +106,8 @@ class BatchedView:
 
     def noise(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
         """MONAI's RandGaussianNoise: a standard deviation drawn in (0, 0.05) per image."""
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        std = torch.where(draw.chance(self.spec.noise), draw.uniform(0, 0.05), 0.0).view(shape)
-        return x + std * draw.normal(x.shape)
+        std = torch.where(draw.chance(self.spec.noise), draw.uniform(0, 0.05), 0.0)
+        return x + per_image(std, x) * draw.normal(x.shape)
 
 
 class BatchedMultiView:
@@ -123,24 +120,20 @@ class BatchedMultiView:
     def __init__(self, views: Sequence[BatchedView]) -> None:
         self.views = list(views)
 
-    @staticmethod
-    def generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
-        return view_generator(device, seed, epoch, rank)
-
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         return [view(images, generator) for view in self.views]
+
+    @staticmethod
+    def generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
+        """A generator on the batch's device, seeded per run, epoch and rank: a resumed run draws
+        from an epoch's start as the first run did, and each rank draws its own views."""
+        generator = torch.Generator(device=device)
+        generator.manual_seed(((seed % 2**31) * 100_003 + epoch) * 1_009 + rank)
+        return generator
 
 
 def batched_multi_view(specs: Sequence[ViewSpec], spatial_dims: int) -> BatchedMultiView:
     return BatchedMultiView([BatchedView(spec, spatial_dims) for spec in specs])
-
-
-def view_generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
-    """A generator on the batch's device, seeded per run, epoch and rank: a resumed run draws
-    from an epoch's start as the first run did, and each rank draws its own views."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(((seed % 2**31) * 100_003 + epoch) * 1_009 + rank)
-    return generator
 
 
 class _Draws:
@@ -158,6 +151,11 @@ class _Draws:
 
     def normal(self, shape: Sequence[int]) -> torch.Tensor:
         return torch.randn(*shape, generator=self.generator, device=self.device)
+
+
+def per_image(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) values shaped to broadcast over a batch x of (B, C, *spatial)."""
+    return values.view((-1,) + (1,) * (x.ndim - 1))
 
 
 def rotation(angles: torch.Tensor) -> torch.Tensor:
