@@ -86,29 +86,49 @@ def test_a_multirun_of_two_process_ddp_jobs(tmp_path):
         assert_ranks_trained_in_step(job)
 
 
-def test_two_nodes_of_one_process_each_under_torchrun(tmp_path):
-    """Two torchrun 'nodes' on this machine (gloo on CPU): Lightning reads the torchrun
-    environment, and trainer.num_nodes=2 with one device each makes one world of 2."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    run_dir = tmp_path / "run"
+        return s.getsockname()[1]
+
+
+def run_two_torchrun_nodes(args: list[str]) -> tuple[list[int], list[str]]:
+    """Both nodes of a static torchrun rendezvous on this machine. The free port can be taken by
+    another process before node 0 binds it; that attempt is run again on a new port."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
-             "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "workbench.train", "trainer=ddp_cpu", "trainer.devices=1",
-             "trainer.num_nodes=2", "trainer.max_epochs=1", *TINY_DATA, RANK_WEIGHTS, f"hydra.run.dir={run_dir}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        outputs = [node.communicate(timeout=600)[0] for node in nodes]
-    finally:  # a node left waiting for a failed peer must not outlive the test
-        for node in nodes:
-            node.kill()
-    assert all(node.returncode == 0 for node in nodes), outputs[0][-3000:] + outputs[1][-3000:]
+    for _ in range(3):
+        port = free_port()
+        nodes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+                 "--master_addr=127.0.0.1", f"--master_port={port}", *args],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+            for rank in (0, 1)
+        ]
+        try:
+            outputs = [node.communicate(timeout=600)[0] for node in nodes]
+        finally:  # a node left waiting for a failed peer must not outlive the test
+            for node in nodes:
+                node.kill()
+        codes = [node.returncode for node in nodes]
+        if any(codes) and "address already in use" in "".join(outputs).lower():
+            continue
+        return codes, outputs
+    return codes, outputs
+
+
+def test_two_nodes_of_one_process_each_under_torchrun(tmp_path):
+    """Two torchrun 'nodes' on this machine (gloo on CPU): Lightning reads the torchrun
+    environment, and trainer.num_nodes=2 with one device each makes one world of 2. Both nodes
+    name the run directory by the launch's --rdzv-id, so there is one, holding every file."""
+    codes, outputs = run_two_torchrun_nodes(
+        ["--rdzv-id=two-nodes", "-m", "workbench.train", "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2",
+         "trainer.max_epochs=1", *TINY_DATA, RANK_WEIGHTS, f"paths.log_dir={tmp_path}"]
+    )
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    assert run_dir.name == "torchrun-two-nodes"
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
     assert "test/auc" in json.loads((run_dir / "metrics.json").read_text())
     assert_ranks_trained_in_step(run_dir)

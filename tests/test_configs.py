@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -98,3 +99,29 @@ def test_the_wheel_ships_every_config(tmp_path):
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("workbench/configs/")}
     expected = {f"workbench/configs/{p.relative_to(ROOT).as_posix()}" for p in ROOT.rglob("*.yaml")}
     assert expected and expected <= shipped
+
+
+def test_the_processes_of_one_launch_name_one_run_directory(monkeypatch):
+    """torchrun and srun start every rank as a process that composes its own config; the run
+    directory is named by the launch they share, and by the moment only outside one."""
+    from hydra import compose, initialize_config_dir
+
+    from workbench.config_path import launch_name
+
+    for var in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID"):
+        monkeypatch.delenv(var, raising=False)
+    moment = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}"
+    assert re.fullmatch(moment, launch_name())
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's static rendezvous without --rdzv-id
+    assert re.fullmatch(moment, launch_name())
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: nothing to share
+    assert re.fullmatch(moment, launch_name())
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert launch_name() == "slurm-4242.0"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
+    assert launch_name() == "torchrun-job-7"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=["paths.log_dir=/logs"])
+    assert cfg.hydra.run.dir == "/logs/train/runs/torchrun-job-7"

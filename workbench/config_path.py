@@ -1,11 +1,36 @@
-"""Where the Hydra config tree is: inside the installed wheel, else the repository's configs/."""
+"""Where the Hydra config tree is (inside the installed wheel, else the repository's configs/),
+and the resolver its run directories are named with. Every command imports this module for its
+`@hydra.main`, so the resolver is registered before any config is composed."""
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 
 def config_dir() -> str:
     package = Path(__file__).resolve().parent
     shipped = package / "configs"
     return str(shipped if shipped.is_dir() else package.parent / "configs")
+
+
+def launch_name() -> str:
+    """The name of a run directory, the same in every process of one launch. torchrun and srun
+    start each rank as its own process, which composes its own config: named by the moment, the
+    ranks would name different directories and all but rank 0's would stay empty. They share the
+    launch's id instead: torchrun's run id (a fresh one under --standalone, else --rdzv-id), or
+    the SLURM job and step. Anything else (one process, or Lightning's own DDP launcher, which
+    hands its ranks rank 0's directory) is named by the moment."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id != "none":
+        return f"torchrun-{run_id}"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
+# Cached like Hydra's own `now`: every use in one process names the same directory.
+OmegaConf.register_new_resolver("launch_name", launch_name, use_cache=True, replace=True)

@@ -3,9 +3,6 @@ B images each equals the single-process loss on the same 2B images."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -28,9 +25,8 @@ def _views() -> list[torch.Tensor]:
     return [torch.rand(2 * B, 1, 16, 16, generator=g) for _ in range(2)]
 
 
-def _rank(rank: int, port: int, out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _rank(rank: int, rendezvous: str, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     torch.set_num_threads(1)
     views = [v[rank * B : (rank + 1) * B] for v in _views()]
     with torch.no_grad():
@@ -38,18 +34,13 @@ def _rank(rank: int, port: int, out: dict) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_rank_loss_equals_single_process_loss_on_the_union():
+def test_two_rank_loss_equals_single_process_loss_on_the_union(tmp_path):
     with torch.no_grad():
         single = float(_model().ssl_loss(_views()))
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_rank, args=(_free_port(), out), nprocs=2, join=True)
+    # a file rendezvous: no port to race another process for
+    mp.spawn(_rank, args=(f"file://{tmp_path / 'rendezvous'}", out), nprocs=2, join=True)
     assert abs((out[0] + out[1]) / 2 - single) < 1e-5
     # and the gathering matters: one rank alone sees fewer negatives and a different loss
     with torch.no_grad():
