@@ -46,3 +46,38 @@ class RankWeights(pl.Callback):
                 "max_training_change": float((end - self.start).abs().max()),
             }
             Path(trainer.default_root_dir, "rank_weights.json").write_text(json.dumps(report))
+
+
+class RankPrototypes(pl.Callback):
+    """For a prototypical network: records the ids of each rank's training episodes, and at the
+    end of validation compares every rank's prototypes with those of the whole labeled view
+    embedded on one process. Rank 0 writes `rank_prototypes.json` in the run directory."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.episodes = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        self.episodes.append(sorted(batch["id"]))
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from torch.utils.data import DataLoader
+
+        from workbench.semi.protonet import class_prototypes
+
+        if trainer.sanity_checking:
+            return
+        whole_view = DataLoader(trainer.datamodule.dataset("labeled", train=False), batch_size=4)  # not sharded
+        features, labels = zip(*[(pl_module.backbone(b["image"].to(pl_module.device)), b["label"]) for b in whole_view])
+        expected = class_prototypes(torch.cat(features), torch.cat(labels).to(pl_module.device), len(pl_module.prototypes))
+        difference = float((pl_module.prototypes - expected).abs().max())
+        differences = pl_module.all_gather(torch.tensor(difference, device=pl_module.device))
+        episodes = [None] * trainer.world_size
+        torch.distributed.all_gather_object(episodes, self.episodes)
+        if trainer.is_global_zero:
+            report = {
+                "labeled_images": len(trainer.datamodule.views["labeled"]),
+                "max_difference_from_one_process": float(differences.max()),
+                "episodes_per_rank": episodes,
+            }
+            Path(trainer.default_root_dir, "rank_prototypes.json").write_text(json.dumps(report))

@@ -4,6 +4,7 @@ checked on constructed inputs with known answers."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -13,8 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
-from workbench.data import MedicalDataModule, PhantomSource
+from tests.conftest import EVERY_PARAMETER_LEARNS, REPO, compose_train, run_cli
 from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
 from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
@@ -207,6 +207,11 @@ def test_episode_sampler_returns_disjoint_support_and_query():
         assert [labels[i] for i in support] == [0, 0, 0, 1, 1, 1]
         assert [labels[i] for i in query] == [0, 0, 1, 1]
     assert list(EpisodeSampler(labels, 2, 3, 2, 5, seed=1)) == episodes  # seeded
+    sampler.set_epoch(1)
+    assert list(sampler) != episodes  # another epoch, another draw
+    # two DDP ranks: 3 episodes each (5 split, rounded up), and not the same ones
+    ranks = [list(EpisodeSampler(labels, 2, 3, 2, 5, seed=1, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [3, 3] and ranks[0] != ranks[1]
     with pytest.raises(WorkbenchError, match="3-way 3-shot with 2 queries needs 3 classes with at least 5 items"):
         EpisodeSampler(labels, n_way=3, k_shot=3, n_query=2, episodes=1)
 
@@ -253,11 +258,24 @@ def test_k_shot_linear_probe_trains_only_the_head_of_a_pretrained_backbone(tmp_p
     assert head and metrics["steps"] == 2
 
 
-def test_episodic_training_under_ddp_is_refused_in_one_line():
-    episodes = {"n_way": 2, "k_shot": 2, "n_query": 2, "per_epoch": 3}
-    dm = MedicalDataModule(PhantomSource(num_train=20, num_val=4, num_test=4), episodes=episodes)
-    dm.setup()
-    assert len(dm.episode_dataloader()) == 3
-    dm.trainer = SimpleNamespace(world_size=2)  # what a 2-process DDP trainer tells the datamodule
-    with pytest.raises(WorkbenchError, match="data.episodes: episodic training runs on one process, not 2; use trainer=cpu"):
-        dm.episode_dataloader()
+def test_episodic_training_runs_under_two_process_ddp(tmp_path):
+    """A prototypical network on 2 CPU processes: each rank trains on its own episodes, the ranks
+    stay in step, and every rank classifies against the prototypes of the whole labeled view
+    (each rank embeds only its share of it)."""
+    result = run_cli(
+        ["workbench.train", "task=protonet", "task.width=0.25", "trainer=ddp_cpu", "trainer.max_epochs=1",
+         "data.source.num_train=40", "data.source.num_val=8", "data.source.num_test=16", "data.k_shot=7",
+         "data.episodes.k_shot=2", "data.episodes.n_query=2", "data.episodes.per_epoch=4", "task.eval_episodes=20",
+         "+callbacks.rank_weights._target_=tests.ddp_checks.RankWeights",
+         "+callbacks.rank_prototypes._target_=tests.ddp_checks.RankPrototypes", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights = json.loads((tmp_path / "rank_weights.json").read_text())
+    assert weights["world_size"] == 2 and weights["max_rank_difference"] < 1e-6 < weights["max_training_change"]
+    prototypes = json.loads((tmp_path / "rank_prototypes.json").read_text())
+    assert prototypes["labeled_images"] == 14  # 7 per class, split 7 + 7 between the ranks
+    assert prototypes["max_difference_from_one_process"] < 1e-5
+    episodes = prototypes["episodes_per_rank"]  # the ids of each rank's training episodes
+    assert [len(e) for e in episodes] == [2, 2] and not set(map(tuple, episodes[0])) & set(map(tuple, episodes[1]))
+    assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["test/episode_acc"] <= 1.0

@@ -22,8 +22,8 @@ Training batches come from the labeled view, except:
   FixMatch's mu): {"labeled": batch, "unlabeled": batch}, one pass over the unlabeled view per
   epoch with the labeled view cycled; `unlabeled_views` (e.g. weak and strong augmentations)
   then replaces the unlabeled view's own augmentation;
-- with `episodes` (few-shot): N-way K-shot episodes of the labeled view (one process; the
-  episode sampler is not split across DDP ranks).
+- with `episodes` (few-shot): N-way K-shot episodes of the labeled view; under DDP each rank
+  draws its own share of them.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import ConcatDataset
 
-from workbench.data.episodes import EpisodeSampler
+from workbench.data.episodes import Episodes, EpisodeSampler
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
 from workbench.data.synthetic import RealSyntheticSampler, check_compatible
@@ -330,11 +330,10 @@ class MedicalDataModule(pl.LightningDataModule):
         expected = {"n_way", "k_shot", "n_query", "per_epoch"}
         if set(spec) != expected:
             raise WorkbenchError(f"data.episodes={spec}: expected exactly the keys {sorted(expected)}")
-        if self.trainer is not None and self.trainer.world_size > 1:
-            raise WorkbenchError(f"data.episodes: episodic training runs on one process, not {self.trainer.world_size}; use trainer=cpu or trainer=gpu")
         labels = [int(r["label"]) for r in self.views["labeled"]]
-        sampler = EpisodeSampler(labels, spec["n_way"], spec["k_shot"], spec["n_query"], spec["per_epoch"], self.split_seed)
-        return DataLoader(self.dataset("labeled"), batch_sampler=sampler, num_workers=self.num_workers)
+        ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank} if self.trainer else {}
+        sampler = EpisodeSampler(labels, spec["n_way"], spec["k_shot"], spec["n_query"], spec["per_epoch"], self.split_seed, **ranks)
+        return DataLoader(Episodes(self.dataset("labeled")), sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
     def unlabeled_dataloader(self) -> DataLoader:
         return self._loader("unlabeled", shuffle=True, batch_size=self.batch_size)

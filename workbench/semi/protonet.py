@@ -3,7 +3,8 @@
 Training is episodic (data.episodes: N-way K-shot with Q queries per class): class prototypes
 are the mean support embeddings, queries are classified by negative squared Euclidean distance.
 Validation and test classify every image against prototypes of the whole labeled view (so the
-task's AUC, accuracy and threshold apply unchanged); the test also reports the mean accuracy of
+task's AUC, accuracy and threshold apply unchanged; under DDP each rank embeds its share of that
+view and the class sums are added up across ranks); the test also reports the mean accuracy of
 `eval_episodes` N-way K-shot episodes drawn from the test split, with a 95% confidence interval.
 """
 
@@ -25,13 +26,21 @@ def prototype_logits(queries: torch.Tensor, prototypes: torch.Tensor) -> torch.T
     return -torch.cdist(queries.float(), prototypes.float()) ** 2
 
 
-def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of the features, number of items) per class."""
+    sums = torch.zeros(num_classes, features.shape[1], device=features.device).index_add_(0, labels.long(), features.float())
+    return sums, torch.bincount(labels.long(), minlength=num_classes).to(features.device)
+
+
+def prototypes_of(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Mean feature per class; a class without items raises (it could never be predicted)."""
-    counts = torch.bincount(labels.long(), minlength=num_classes)
     if (counts == 0).any():
         raise WorkbenchError(f"prototypes: classes {torch.nonzero(counts == 0).flatten().tolist()} have no labeled images")
-    sums = torch.zeros(num_classes, features.shape[1], device=features.device).index_add_(0, labels.long(), features.float())
-    return sums / counts[:, None].to(features.device)
+    return sums / counts[:, None]
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return prototypes_of(*class_sums(features, labels, num_classes))
 
 
 def episode_accuracy(
@@ -80,17 +89,24 @@ class PrototypicalNetwork(ClassificationTask):
 
     @torch.no_grad()
     def refresh_prototypes(self) -> None:
-        """Prototypes of the whole labeled view, without augmentation, from the current backbone."""
-        features, labels = [], []
+        """Prototypes of the whole labeled view, without augmentation, from the current backbone.
+        Under DDP the loader gives each rank its own share of the view (no item twice), so the
+        class sums and counts are added up across ranks: every rank gets the same prototypes."""
+        sums = torch.zeros_like(self.prototypes)
+        counts = torch.zeros(len(sums), dtype=torch.long, device=self.device)
         for batch in self.trainer.datamodule.eval_dataloader("labeled"):
-            features.append(self.backbone(batch["image"].to(self.device)))
-            labels.append(batch["label"].to(self.device))
-        self.prototypes.copy_(class_prototypes(torch.cat(features), torch.cat(labels), self.hparams.num_classes))
+            batch_sums, batch_counts = class_sums(self.backbone(batch["image"].to(self.device)), batch["label"].to(self.device), len(sums))
+            sums += batch_sums
+            counts += batch_counts
+        reduce = self.trainer.strategy.reduce
+        self.prototypes.copy_(prototypes_of(reduce(sums, reduce_op="sum"), reduce(counts, reduce_op="sum")))
 
     def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
         self.refresh_prototypes()
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.refresh_prototypes()
 
     def _eval_step(self, batch: dict, stage: str) -> None:
