@@ -12,7 +12,7 @@ fi
 .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements/lock.txt
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
 # Bytecode ahead of time: where PYTHONDONTWRITEBYTECODE is set (as on our CI machine), Python
-# would otherwise compile torch, Lightning and MONAI from source in every process, about 25 s
+# would otherwise compile torch, Lightning and MONAI from source in every process, about 27 s
 # each on 2 cores (every CLI call, every DDP rank). Up to date, this is a 10-second check. A few
 # files for newer Pythons (never imported here) do not compile, so its status is not an error.
 .venv/bin/python -m compileall -qq -j 0 .venv/lib/python*/site-packages || true
