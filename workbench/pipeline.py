@@ -82,6 +82,8 @@ def stage_row(name: str, metrics: dict[str, Any]) -> str:
     seconds = stage_seconds(metrics)
     values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
     took = "reused" if metrics.get("reused") else f"{seconds:.0f} s" if seconds is not None else ""
+    if not metrics.get("reused") and "sampling_seconds" in metrics:  # the export, after training
+        took += f" + {metrics['sampling_seconds']:.0f} s sampling"
     return f"| {name} | {values} | {took} | {metrics.get('run_dir', '')} |"
 
 

@@ -34,6 +34,7 @@ def synthesize(cfg: DictConfig) -> dict[str, Any]:
         if cfg.generate.n_per_class and isinstance(model, GeneratorModule):
             manifest = export_generated(model, datamodule, Path(metrics["checkpoint"]), cfg.generate)
             metrics["synthetic"] = manifest["output"]
+            metrics["sampling_seconds"] = manifest["sampling_seconds"]
             metrics.update({f"quality/{k}": v for k, v in manifest.get("quality", {}).items() if isinstance(v, (int, float))})
         metrics["files"] = write_run_summary(run_dir, metrics, title=f"{metrics['generator']}: {datamodule.data.description}")
         print(f"Generator: {metrics['checkpoint']}\nRun directory: {run_dir}")
