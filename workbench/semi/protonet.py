@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric
 
 from workbench.data.episodes import EpisodeSampler
+from workbench.distributed import take_rank_zero_buffers
 from workbench.errors import WorkbenchError
 from workbench.tasks.classification import ClassificationTask
 
@@ -92,6 +93,7 @@ class PrototypicalNetwork(ClassificationTask):
         """Prototypes of the whole labeled view, without augmentation, from the current backbone.
         Under DDP the loader gives each rank its own share of the view (no item twice), so the
         class sums and counts are added up across ranks: every rank gets the same prototypes."""
+        take_rank_zero_buffers(self)  # the backbone is called outside DDP's wrapper here
         sums = torch.zeros_like(self.prototypes)
         counts = torch.zeros(len(sums), dtype=torch.long, device=self.device)
         for batch in self.trainer.datamodule.eval_dataloader("labeled"):
@@ -102,11 +104,9 @@ class PrototypicalNetwork(ClassificationTask):
         self.prototypes.copy_(prototypes_of(reduce(sums, reduce_op="sum"), reduce(counts, reduce_op="sum")))
 
     def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
         self.refresh_prototypes()
 
     def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
         self.refresh_prototypes()
 
     def _eval_step(self, batch: dict, stage: str) -> None:

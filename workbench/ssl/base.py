@@ -19,7 +19,6 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from workbench.distributed import take_rank_zero_buffers
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone
 from workbench.ssl.online_eval import online_metrics
@@ -90,9 +89,6 @@ class SSLMethod(pl.LightningModule):
         return configure_warmup_cosine(self, self.hparams.optimizer)
 
     # ----- online evaluation: loader 0 = labeled view (bank), loader 1 = val view --------------
-    def on_validation_epoch_start(self) -> None:
-        take_rank_zero_buffers(self)
-
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         with torch.no_grad():
             features = self.backbone(batch["image"]).float()

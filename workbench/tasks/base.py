@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from workbench.distributed import take_rank_zero_buffers
 from workbench.tasks.optim import configure_warmup_cosine
 
 
@@ -17,12 +16,6 @@ class EvaluatedTask(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         raise NotImplementedError
-
-    def on_validation_epoch_start(self) -> None:
-        take_rank_zero_buffers(self)
-
-    def on_test_epoch_start(self) -> None:
-        take_rank_zero_buffers(self)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
