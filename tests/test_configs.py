@@ -101,19 +101,24 @@ def test_the_wheel_ships_every_config(tmp_path):
     assert expected and expected <= shipped
 
 
-def test_the_processes_of_one_launch_name_one_run_directory(monkeypatch):
+def test_the_processes_of_one_launch_name_one_run_directory(monkeypatch, capsys):
     """torchrun and srun start every rank as a process that composes its own config; the run
     directory is named by the launch they share, and by the moment only outside one."""
     from hydra import compose, initialize_config_dir
 
     from workbench.config_path import launch_name
 
-    for var in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID"):
+    for var in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     moment = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}"
     assert re.fullmatch(moment, launch_name())
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's static rendezvous without --rdzv-id
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert re.fullmatch(moment, launch_name()) and capsys.readouterr().err == ""  # one rank: nothing to share
+    monkeypatch.setenv("WORLD_SIZE", "2")  # two ranks, no shared id: the way out, in one line
     assert re.fullmatch(moment, launch_name())
+    assert "torchrun's static rendezvous without --rdzv-id: each rank names its own run directory" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "1")  # one task: nothing to share

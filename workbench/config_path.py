@@ -5,6 +5,7 @@ and the resolver its run directories are named with. Every command imports this 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -21,14 +22,19 @@ def launch_name() -> str:
     """The name of a run directory, the same in every process of one launch. torchrun and srun
     start each rank as its own process, which composes its own config: named by the moment, the
     ranks would name different directories and all but rank 0's would stay empty. They share the
-    launch's id instead: torchrun's run id (a fresh one under --standalone, else --rdzv-id), or
-    the SLURM job and step. Anything else (one process, or Lightning's own DDP launcher, which
-    hands its ranks rank 0's directory) is named by the moment."""
+    launch's id instead: torchrun's run id (a fresh one where torchrun makes it: --standalone, or
+    one node without --master-port; else --rdzv-id), or the SLURM job and step. Anything else
+    (one process, or Lightning's own DDP launcher, which hands its ranks rank 0's directory) is
+    named by the moment."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if run_id != "none":
         return f"torchrun-{run_id}"
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_ID" in os.environ:
         return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # torchrun's static rendezvous (several nodes, or a --master-port) without --rdzv-id
+        print("warning: torchrun's static rendezvous without --rdzv-id: each rank names its own run directory (all but "
+              "rank 0's stay empty); pass every node the same --rdzv-id=<id> or hydra.run.dir=<dir>", file=sys.stderr)
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
