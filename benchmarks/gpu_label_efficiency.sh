@@ -34,7 +34,7 @@ if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then  # the device image lacks
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   # Bytecode once, on every core: where PYTHONDONTWRITEBYTECODE is set (as on our CPU machine),
   # each of the nine processes below would otherwise compile MONAI, lightly and Hydra anew.
-  python3 -m compileall -qq -j 0 /tmp/site > /dev/null 2>&1 || true
+  python3 -m compileall -q -j 0 /tmp/site || echo "warning: some carried files did not compile to bytecode (listed above)" >&2
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1

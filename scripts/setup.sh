@@ -13,6 +13,8 @@ fi
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
 # Bytecode ahead of time: where PYTHONDONTWRITEBYTECODE is set (as on our CI machine), Python
 # would otherwise compile torch, Lightning and MONAI from source in every process, about 27 s
-# each on 2 cores (every CLI call, every DDP rank). Up to date, this is a 10-second check. A few
-# files for newer Pythons (never imported here) do not compile, so its status is not an error.
-.venv/bin/python -m compileall -qq -j 0 .venv/lib/python*/site-packages || true
+# each on 2 cores (every CLI call, every DDP rank). Up to date, this is a 10-second check.
+# torch ships one file for Python 3.12 (never imported on 3.11) that cannot compile here. Any
+# other failure only slows imports down, so it is reported, not fatal.
+.venv/bin/python -m compileall -q -j 0 -x 'torch/testing/_internal/py312_intrinsics\.py' .venv/lib/python*/site-packages \
+  || echo "warning: some installed files did not compile to bytecode (listed above); imports will be slower" >&2

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from lightning_fabric.plugins.environments.lightning import find_free_network_port
 
 from tests.conftest import REPO
 
@@ -86,18 +86,12 @@ def test_a_multirun_of_two_process_ddp_jobs(tmp_path):
         assert_ranks_trained_in_step(job)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_two_torchrun_nodes(args: list[str]) -> tuple[list[int], list[str]]:
     """Both nodes of a static torchrun rendezvous on this machine. The free port can be taken by
     another process before node 0 binds it; that attempt is run again on a new port."""
     env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
     for _ in range(3):
-        port = free_port()
+        port = find_free_network_port()
         nodes = [
             subprocess.Popen(
                 [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
@@ -112,9 +106,8 @@ def run_two_torchrun_nodes(args: list[str]) -> tuple[list[int], list[str]]:
             for node in nodes:
                 node.kill()
         codes = [node.returncode for node in nodes]
-        if any(codes) and "address already in use" in "".join(outputs).lower():
-            continue
-        return codes, outputs
+        if not (any(codes) and "address already in use" in "".join(outputs).lower()):
+            break
     return codes, outputs
 
 
