@@ -8,13 +8,17 @@
 #
 #   here, first:   bash benchmarks/gpu_prepare.sh      (.whl/ and .gpu_data/, both ignored)
 #   device tool:   run(command="bash benchmarks/gpu_label_efficiency.sh", carry=[".whl", ".gpu_data"], timeout_s=600)
-#   CPU smoke:     TRAINER=cpu EPOCHS=1 SEEDS=0 DATA=../shared/data OUT=/tmp/gle PRETRAIN_BUDGET=900 FINETUNE_BUDGET=900 \
-#                  EXTRA="--limit-batches 1 --supervised-epochs 2 --semi-epochs 1 --workers 1" bash benchmarks/gpu_label_efficiency.sh
+#   CPU smoke:     TRAINER=cpu EPOCHS=1000 SEEDS=0 DATA=../shared/data OUT=/tmp/gle PRETRAIN_BUDGET=200 PRETRAIN_MARGIN=140 \
+#                  FINETUNE_BUDGET=900 EXTRA="--limit-batches 1 --supervised-epochs 2 --semi-epochs 1 --workers 1 --width 0.25" \
+#                  bash benchmarks/gpu_label_efficiency.sh     (6 records in about 6 minutes; the pretraining cut after 60 s)
 #
 # Phase 1: one process per seed pretrains BYOL (and probes it at 1%). Phase 2: one process per
 # seed and fraction runs the three recipes, the pretraining reused from the stage cache. Each
-# phase has a time budget, so the files come back even if a run is slower than planned; a seed
-# whose pretraining did not finish is left out of phase 2. Writes to $OUT (the device tool's
+# phase has a time budget, so the files come back even if a run is slower than planned. The
+# pretraining itself stops PRETRAIN_MARGIN seconds before its budget (trainer.max_time; startup,
+# export and the probe fit in the margin) and exports the epochs it reached, which the records
+# give: on a slower GPU the backbone is pretrained less, not lost. A seed whose pretraining still
+# did not finish runs only the supervised recipe in phase 2. Writes to $OUT (the device tool's
 # folder; else benchmarks/results/gpu): label_efficiency.json, its two plots, machine.txt
 # (versions, phase times) and logs.tgz (every log, each process's records, the report).
 set -uo pipefail
@@ -26,6 +30,10 @@ TRAINER=${TRAINER:-gpu}
 EPOCHS=${EPOCHS:-150}
 PRETRAIN_BUDGET=${PRETRAIN_BUDGET:-270}
 FINETUNE_BUDGET=${FINETUNE_BUDGET:-240}
+PRETRAIN_MARGIN=${PRETRAIN_MARGIN:-75}
+max_time=$(( PRETRAIN_BUDGET - PRETRAIN_MARGIN ))
+(( max_time > 0 )) || { echo "PRETRAIN_BUDGET ($PRETRAIN_BUDGET s) must exceed PRETRAIN_MARGIN ($PRETRAIN_MARGIN s)" >&2; exit 2; }
+MAX_TIME=$(printf '00:00:%02d:%02d' $((max_time / 60)) $((max_time % 60)))
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 read -r -a EXTRA <<< "${EXTRA:-}"
 mkdir -p "$OUT" "$RUNS/logs"
@@ -43,7 +51,8 @@ PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3
 elapsed() { echo "$1 after $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.txt"; }
 
 ARGS=(benchmarks/label_efficiency.py --trainer "$TRAINER" --workers 2 --width 1.0 --pretrain-epochs "$EPOCHS" --pretrain-batch 256
-      --pretrain-every 10 --pretrain-monitor-fraction 0.01 --on-device-views --supervised-epochs 60 --semi-epochs 15 --data-dir "$DATA" --runs "$RUNS" "${EXTRA[@]}")
+      --pretrain-every 10 --pretrain-monitor-fraction 0.01 --on-device-views --pretrain-max-time "$MAX_TIME"
+      --supervised-epochs 60 --semi-epochs 15 --data-dir "$DATA" --runs "$RUNS" "${EXTRA[@]}")
 declare -A pretrain
 for seed in "${SEEDS[@]}"; do
   timeout "$PRETRAIN_BUDGET" "$PY" "${ARGS[@]}" --seeds "$seed" --fractions 0.01 --recipes byol+probe --out "$RUNS/pretrain$seed.json" \
@@ -56,9 +65,11 @@ for seed in "${SEEDS[@]}"; do
   if wait "${pretrain[$seed]}"; then pretrained+=("$seed"); else failed=1; fi
 done
 elapsed "phase 1 (pretraining; finished seeds: ${pretrained[*]:-none})"
-for seed in "${pretrained[@]}"; do
+for seed in "${SEEDS[@]}"; do
+  recipes=(supervised)
+  [[ " ${pretrained[*]} " == *" $seed "* ]] && recipes+=(byol+probe byol+fixmatch)
   for fraction in 0.01 0.1; do
-    timeout "$FINETUNE_BUDGET" "$PY" "${ARGS[@]}" --seeds "$seed" --fractions "$fraction" --recipes supervised byol+probe byol+fixmatch \
+    timeout "$FINETUNE_BUDGET" "$PY" "${ARGS[@]}" --seeds "$seed" --fractions "$fraction" --recipes "${recipes[@]}" \
       --out "$RUNS/seed$seed-$fraction.json" > "$RUNS/logs/seed$seed-$fraction.log" 2>&1 &
   done
 done

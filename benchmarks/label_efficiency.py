@@ -49,6 +49,13 @@ def quoted(items: list[str]) -> str:
     return "[" + ",".join(f"'{i}'" for i in items) + "]"
 
 
+def pretrain_epochs(metrics: dict) -> int | None:
+    """The epochs the recipe's own pretraining stage reached (fewer than asked where
+    --pretrain-max-time cut it); None for a recipe without one."""
+    stage = metrics["stages"].get("pretrain")
+    return json.loads((Path(stage["run_dir"]) / "metrics.json").read_text())["epochs"] if stage else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.01, 0.1])
@@ -61,6 +68,9 @@ def main() -> None:
                              "processes of different --fractions share pretrainings through the stage cache")
     parser.add_argument("--pretrain-every", type=int, default=1,
                         help="the pretraining's online evaluation and last.ckpt every this many epochs (per-epoch costs add up over long GPU runs)")
+    parser.add_argument("--pretrain-max-time", default=None, metavar="DD:HH:MM:SS",
+                        help="stop each pretraining after this long and export what it reached (trainer.max_time): a GPU lease has "
+                             "a fixed length, and a cut pretraining beats none; its records give the epochs reached")
     parser.add_argument("--on-device-views", action="store_true",
                         help="BYOL's views drawn per batch on the training device (data.pretrain_views.on_device), the images cached in memory")
     parser.add_argument("--supervised-epochs", type=int, default=40)
@@ -101,6 +111,7 @@ def main() -> None:
     pretrain = ["ssl=byol", f"ssl.width={args.width}", f"trainer.max_epochs={args.pretrain_epochs}", f"data.batch_size={args.pretrain_batch}",
                 "data.pretrain_views.size=28", f"data.label_fraction={args.pretrain_monitor_fraction or min(args.fractions)}",
                 *(["data.pretrain_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
+                *([f"trainer.max_time={args.pretrain_max_time}"] if args.pretrain_max_time else []),
                 *([f"trainer.check_val_every_n_epoch={args.pretrain_every}", f"callbacks.last_checkpoint.every_n_epochs={args.pretrain_every}"]
                   if args.pretrain_every > 1 else [])]
     threshold = f"task.threshold={args.threshold}"
@@ -141,7 +152,8 @@ def main() -> None:
                 run_dir = runs / f"{name}-{fraction}-{seed}"
                 metrics = run_stage(pipeline, "pipeline", overrides, run_dir)
                 record = {"fraction": fraction, "recipe": name, "seed": seed, "auc": metrics["test/auc"], "acc": metrics["test/acc"],
-                          "train_seconds": metrics["train_seconds"], "labeled_images": metrics["labeled_images"]}
+                          "train_seconds": metrics["train_seconds"], "labeled_images": metrics["labeled_images"],
+                          "pretrain_epochs": pretrain_epochs(metrics)}
                 records.append(record)
                 print(json.dumps(record), flush=True)
                 save(records)

@@ -95,6 +95,16 @@ def test_byol_target_follows_online_by_ema():
     assert not any(p.requires_grad for p in target.parameters())
 
 
+def test_pretraining_cut_by_max_time_still_exports_its_backbone(tmp_path):
+    """trainer.max_time (a fixed GPU lease) ends a far longer schedule early, and the run finishes
+    as usual: the backbone it reached is exported and the metrics say how far it got."""
+    cfg = compose_pretrain(["ssl=simclr", *TINY, "trainer.max_epochs=100000", "trainer.max_time=00:00:00:03"], tmp_path)
+    metrics = pretrain(cfg)
+    assert 0 < metrics["epochs"] < 100000 and metrics["steps"] > 0
+    assert json.loads((tmp_path / "backbone.json").read_text())["steps"] == metrics["steps"]
+    assert metrics["pretrain_seconds"] < 60
+
+
 def test_export_then_load_gives_identical_features(tmp_path):
     model = SimCLR(in_channels=1, backbone="resnet18")
     model.export(tmp_path, data="test", seed=0)
