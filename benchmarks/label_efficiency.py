@@ -9,8 +9,9 @@ and the test split is scored once, at the end.
 
     python benchmarks/label_efficiency.py --workers 1
 
-`--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone, trained on the
-labeled images alone; on the GPU the frozen features probed better than finetuning) and
+`--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone's standardised
+features, trained on the labeled images alone; on the GPU the frozen features probed better
+than finetuning; `--head-norm` names the recipes that standardise) and
 `byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
 `--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
@@ -43,6 +44,7 @@ from workbench.evaluation.report import write_report
 from workbench.pipeline import pipeline, wiring
 
 RESULTS = Path(__file__).parent / "results"
+RECIPES = ["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"]
 
 
 def quoted(items: list[str]) -> str:
@@ -84,10 +86,13 @@ def main() -> None:
                         help="the FixMatch recipes validate, test and export an EMA of their weights (task.ema_decay)")
     parser.add_argument("--distribution-alignment", action="store_true",
                         help="the FixMatch recipes align pseudo-labels to the labeled class prior (task.distribution_alignment)")
+    parser.add_argument("--head-norm", nargs="*", default=["byol+probe"], choices=RECIPES, metavar="RECIPE",
+                        help="these recipes standardise the features before their linear head (task.head_norm, MAE's probe); "
+                             "none: give the option alone")
     parser.add_argument("--selection", choices=["val_loss", "last"], default="val_loss",
                         help="the checkpoint each recipe tests: lowest loss on its in-budget val subset, or the last epoch (no selection)")
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
-                        choices=["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"],
+                        choices=RECIPES,
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
     parser.add_argument("--pretrained", default=None,
                         help="a `workbench pretrain` run that the byol recipes finetune from, instead of pretraining per seed (every seed shares it)")
@@ -131,6 +136,8 @@ def main() -> None:
         "byol+lp-ft+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given, f"task.head_only_epochs={args.head_only_epochs}"]},
     }
     recipes = {name: recipes[name] for name in args.recipes}
+    for name in set(args.head_norm) & set(recipes):
+        recipes[name]["stages.finetune"] = [*recipes[name]["stages.finetune"], "task.head_norm=true"]
 
     def save(records: list[dict]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,35 @@ def test_downstream_training_from_a_pretrained_run(tmp_path):
     assert "test/auc" in train(cfg)
 
 
+def test_head_norm_standardises_the_probe_features_and_survives_a_batch_of_one(tmp_path):
+    """task.head_norm: the linear head sees standardised features whatever their scale (MAE's
+    probe); a labeled view's last batch of one image uses the running statistics."""
+    from workbench.tasks.classification import FeatureStandardization
+    from workbench.train import train
+
+    norm = FeatureStandardization(8)
+    features = 5.0 + 100.0 * torch.randn(64, 8)
+    standardised = norm(features)
+    assert standardised.mean(0).abs().max() < 1e-4 and torch.allclose(standardised.std(0, unbiased=False), torch.ones(8), atol=1e-3)
+    one = norm(features[:1])
+    assert torch.allclose(one, (features[:1] - norm.running_mean) / (norm.running_var + norm.eps).sqrt())
+    assert not list(norm.parameters())  # no affine parameters: only the linear head learns
+
+    SimCLR(in_channels=1, backbone="resnet18", width=0.25).export(tmp_path / "pre")
+    probe = ClassificationTask(in_channels=1, num_classes=2, width=0.25, pretrained=str(tmp_path / "pre"), freeze_backbone=True, head_norm=True)
+    assert isinstance(probe.head[0], FeatureStandardization)
+    assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["head.2.weight", "head.2.bias"]
+    cfg = compose_train([  # 17 labeled images in batches of 16: the last batch holds one
+        f"task.pretrained={tmp_path / 'pre'}", "task.width=0.25", "task.freeze_backbone=true", "task.head_norm=true",
+        "trainer.max_epochs=1", "data.source.size=16", "data.label_fraction=0.085", "data.val_fraction=1.0",
+        "data.source.num_val=20", "data.source.num_test=20", "data.batch_size=16",
+    ], tmp_path / "down")
+    metrics = train(cfg)
+    trained = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    assert trained["head.0.num_batches_tracked"] == 1  # the batch of 16 updated the statistics, the batch of one did not
+    assert metrics["labeled_images"] == 17 and 0.0 <= metrics["test/auc"] <= 1.0
+
+
 def test_head_only_epochs_keep_the_pretrained_backbone_untouched(tmp_path):
     """LP-FT: during the head-only epochs the backbone's weights and batch-norm statistics stay
     as pretrained while the head learns; its optimizer group starts at lr 0 and joins later."""

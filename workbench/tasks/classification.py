@@ -27,6 +27,21 @@ from workbench.models.pretrained import backbone_provenance, export_backbone, lo
 from workbench.tasks.base import EvaluatedTask
 
 
+class FeatureStandardization(nn.BatchNorm1d):
+    """Batch norm without affine parameters before a linear head, as in MAE's linear probe: the
+    head sees standardised features, so their raw scale does not set its effective learning rate.
+    A training batch of one image (a labeled view's remainder) is standardised with the running
+    statistics instead of failing."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and len(x) == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
+        return super().forward(x)
+
+
 class ClassificationTask(EvaluatedTask):
     data_task = "classification"
 
@@ -49,6 +64,7 @@ class ClassificationTask(EvaluatedTask):
         freeze_backbone: bool = False,
         backbone_lr_scale: float | None = None,
         head_only_epochs: int | None = None,
+        head_norm: bool | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -73,7 +89,8 @@ class ClassificationTask(EvaluatedTask):
             if not pretrained:
                 raise WorkbenchError("task.freeze_backbone=true needs task.pretrained (a frozen random backbone learns nothing)")
             self.backbone.requires_grad_(False)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+        norm = [FeatureStandardization(dim)] if head_norm else []  # none by default: older checkpoints keep their keys
+        self.head = nn.Sequential(*norm, nn.Dropout(dropout), nn.Linear(dim, num_classes))
         self.register_buffer("decision_threshold", torch.tensor(float(threshold) if isinstance(threshold, (int, float)) else 0.5))
         self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
