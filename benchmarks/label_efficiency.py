@@ -88,7 +88,7 @@ def main() -> None:
                         help="the FixMatch recipes align pseudo-labels to the labeled class prior (task.distribution_alignment)")
     parser.add_argument("--head-norm", nargs="*", default=["byol+probe"], choices=RECIPES, metavar="RECIPE",
                         help="these recipes standardise the features before their linear head (task.head_norm, MAE's probe); "
-                             "none: give the option alone")
+                             "`--head-norm` with no recipe turns it off")
     parser.add_argument("--selection", choices=["val_loss", "last"], default="val_loss",
                         help="the checkpoint each recipe tests: lowest loss on its in-budget val subset, or the last epoch (no selection)")
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
