@@ -21,7 +21,8 @@ Training batches come from the labeled view, except:
 - with `unlabeled_ratio` (semi-supervised; unlabeled images per labeled image in a batch,
   FixMatch's mu): {"labeled": batch, "unlabeled": batch}, one pass over the unlabeled view per
   epoch with the labeled view cycled; `unlabeled_views` (e.g. weak and strong augmentations)
-  then replaces the unlabeled view's own augmentation;
+  then replaces the unlabeled view's own augmentation (drawn per batch on the training device
+  where it is `on_device`);
 - with `episodes` (few-shot): N-way K-shot episodes of the labeled view; under DDP each rank
   draws its own share of them.
 """
@@ -303,16 +304,24 @@ class MedicalDataModule(pl.LightningDataModule):
         return labeled
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """On-device pretraining views (`data.pretrain_views.on_device`): the training batch
-        of plain images becomes its views here, on the device the batch was moved to."""
-        views = self.pretrain_views  # a workbench.ssl.batched_views.BatchedMultiView
-        if not getattr(views, "on_device", False) or self.trainer is None or not self.trainer.training:
+        """On-device views (`data.pretrain_views.on_device`, `data.unlabeled_views.on_device`):
+        the training batch of plain images, or a semi-supervised batch's unlabeled part, becomes
+        its views here, on the device the batch was moved to."""
+        if self.trainer is None or not self.trainer.training:
             return batch
-        images = batch["image"]
+        if getattr(self.pretrain_views, "on_device", False):  # a workbench.ssl.batched_views.BatchedMultiView
+            return {"views": self.draw_views(self.pretrain_views, batch["image"])}
+        if getattr(self.unlabeled_views, "on_device", False) and isinstance(batch, dict) and "unlabeled" in batch:
+            return {**batch, "unlabeled": {"views": self.draw_views(self.unlabeled_views, batch["unlabeled"]["image"])}}
+        return batch
+
+    def draw_views(self, views: Any, images: torch.Tensor) -> list[torch.Tensor]:
+        """One generator per device and epoch, seeded by (split seed, epoch, rank): a resumed run
+        draws an epoch's views as the first run did."""
         epoch, rank = self.trainer.current_epoch, self.trainer.global_rank
         if self._view_generator is None or self._view_generator[0] != (images.device, epoch):
             self._view_generator = ((images.device, epoch), views.generator(images.device, self.split_seed, epoch, rank))
-        return {"views": views(images, self._view_generator[1])}
+        return views(images, self._view_generator[1])
 
     def labeled_dataloader(self) -> DataLoader:
         """The labeled view, with the synthetic view mixed in when there is one."""

@@ -45,18 +45,14 @@ class BatchedView:
         self.spatial_dims = spatial_dims
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if images.ndim != self.spatial_dims + 2:
-            raise WorkbenchError(
-                f"on-device views: a batch of shape {tuple(images.shape)}; expected (batch, channels, {self.spatial_dims} spatial axes)"
-            )
-        draw = _Draws(images.shape[0], images.device, generator)
+        draw = _Draws(check_batch(images, self.spatial_dims), images.device, generator)
         x = self.geometric(images.float(), draw)
         if self.spec.intensity:
-            x = self.intensity(x, draw)
+            x = random_intensity(x, draw, self.spec.intensity, gamma=(0.7, 1.5), scale=0.25, shift=0.1)
         if self.spec.blur:
-            x = self.blur(x, draw)
+            x = random_blur(x, draw, self.spec.blur, self.spatial_dims)
         if self.spec.noise:
-            x = self.noise(x, draw)
+            x = random_noise(x, draw, self.spec.noise)
         return x
 
     def geometric(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
@@ -65,49 +61,79 @@ class BatchedView:
         d, lo, hi = self.spatial_dims, *self.spec.crop_scale
         side = draw.uniform(lo, hi, d)
         centre = (1 - side) * draw.uniform(-1, 1, d)  # the crop stays inside the image
-        scale = side * (draw.chance(0.5, d) * -2 + 1) if self.spec.flip else side
+        scale = side * random_signs(draw, d) if self.spec.flip else side
         matrix = torch.diag_embed(scale)
         if self.spec.affine:
-            affine = rotation(draw.uniform(-0.26, 0.26, 1 if d == 2 else 3)) @ shear(draw.uniform(-0.1, 0.1, d * (d - 1)), d)
-            identity = torch.eye(d, device=x.device).expand_as(affine)
-            matrix = matrix @ torch.where(draw.chance(0.5)[:, None, None], affine, identity)
-        theta = torch.cat([matrix, centre[..., None]], dim=-1)
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], *[self.spec.size] * d], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            matrix = matrix @ random_affine(draw, d, rotate=0.26, shear_range=0.1, p=0.5)
+        return resample(x, matrix, centre, [self.spec.size] * d)
 
-    def intensity(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
-        """MONAI's RandAdjustContrast (gamma on the image's own min-max range), then
-        RandScaleIntensity and RandShiftIntensity, each with the intensity probability."""
-        p, flat = self.spec.intensity, x.flatten(1)
-        low, span = per_image(flat.amin(1), x), per_image(flat.amax(1) - flat.amin(1), x)
-        adjusted = ((x - low) / (span + 1e-7)).clamp(min=0) ** per_image(draw.uniform(0.7, 1.5), x) * span + low
-        x = torch.where(per_image(draw.chance(p), x), adjusted, x)
-        x = x * per_image(torch.where(draw.chance(p), 1 + draw.uniform(-0.25, 0.25), 1.0), x)
-        return x + per_image(torch.where(draw.chance(p), draw.uniform(-0.1, 0.1), 0.0), x)
 
-    def blur(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
-        """A separable Gaussian per image and axis; an image left unblurred gets a unit kernel."""
-        batch, channels, d = x.shape[0], x.shape[1], self.spatial_dims
-        sigma = draw.uniform(0.1, MAX_BLUR_SIGMA, d)
-        kernels = erf_gaussian_kernels(sigma, BLUR_RADIUS)  # (B, d, taps)
-        unit = torch.zeros_like(kernels)
-        unit[..., BLUR_RADIUS] = 1
-        kernels = torch.where(draw.chance(self.spec.blur)[:, None, None], kernels, unit)
-        conv = (F.conv2d, F.conv3d)[d - 2]
-        out = x.reshape(1, batch * channels, *x.shape[2:])
-        for axis in range(d):
-            weight = kernels[:, axis].repeat_interleave(channels, 0)  # (B*C, taps)
-            shape = [batch * channels, 1] + [1] * d
-            shape[2 + axis] = -1
-            padding = [0] * d
-            padding[axis] = BLUR_RADIUS
-            out = conv(out, weight.reshape(shape), padding=padding, groups=batch * channels)
-        return out.reshape(x.shape)
+def check_batch(images: torch.Tensor, spatial_dims: int) -> int:
+    """The batch size of `images`, which must be (batch, channels, *spatial_dims axes)."""
+    if images.ndim != spatial_dims + 2:
+        raise WorkbenchError(f"on-device views: a batch of shape {tuple(images.shape)}; expected (batch, channels, {spatial_dims} spatial axes)")
+    return images.shape[0]
 
-    def noise(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
-        """MONAI's RandGaussianNoise: a standard deviation drawn in (0, 0.05) per image."""
-        std = torch.where(draw.chance(self.spec.noise), draw.uniform(0, 0.05), 0.0)
-        return x + per_image(std, x) * draw.normal(x.shape)
+
+def random_signs(draw: _Draws, d: int) -> torch.Tensor:
+    """(B, d) of +-1: each axis flipped with probability 1/2."""
+    return draw.chance(0.5, d) * -2 + 1
+
+
+def random_affine(draw: _Draws, d: int, rotate: float, shear_range: float, p: float) -> torch.Tensor:
+    """(B, d, d): a rotation within +-`rotate` rad about each axis after a shear within
+    +-`shear_range`, with probability `p` (MONAI's RandAffine), else the identity."""
+    affine = rotation(draw.uniform(-rotate, rotate, 1 if d == 2 else 3)) @ shear(draw.uniform(-shear_range, shear_range, d * (d - 1)), d)
+    identity = torch.eye(d, device=affine.device).expand_as(affine)
+    return torch.where(draw.chance(p)[:, None, None], affine, identity)
+
+
+def resample(x: torch.Tensor, matrix: torch.Tensor, centre: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """One bilinear resampling at `size` of the map output -> input coordinates `matrix` @ y +
+    `centre` (normalised coordinates), the border repeated outside the image."""
+    theta = torch.cat([matrix, centre[..., None]], dim=-1)
+    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], *size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_intensity(x: torch.Tensor, draw: _Draws, p: float, gamma: tuple[float, float], scale: float, shift: float) -> torch.Tensor:
+    """MONAI's RandAdjustContrast (gamma on the image's own min-max range), then
+    RandScaleIntensity (by 1 +- `scale`) and RandShiftIntensity (by +- `shift`), each with
+    probability `p`."""
+    flat = x.flatten(1)
+    low, span = per_image(flat.amin(1), x), per_image(flat.amax(1) - flat.amin(1), x)
+    adjusted = ((x - low) / (span + 1e-7)).clamp(min=0) ** per_image(draw.uniform(*gamma), x) * span + low
+    x = torch.where(per_image(draw.chance(p), x), adjusted, x)
+    x = x * per_image(torch.where(draw.chance(p), 1 + draw.uniform(-scale, scale), 1.0), x)
+    return x + per_image(torch.where(draw.chance(p), draw.uniform(-shift, shift), 0.0), x)
+
+
+def random_blur(x: torch.Tensor, draw: _Draws, p: float, d: int) -> torch.Tensor:
+    """With probability `p`, a separable Gaussian per image and axis, sigma in (0.1, 1); an image
+    left unblurred gets a unit kernel."""
+    batch, channels = x.shape[0], x.shape[1]
+    sigma = draw.uniform(0.1, MAX_BLUR_SIGMA, d)
+    kernels = erf_gaussian_kernels(sigma, BLUR_RADIUS)  # (B, d, taps)
+    unit = torch.zeros_like(kernels)
+    unit[..., BLUR_RADIUS] = 1
+    kernels = torch.where(draw.chance(p)[:, None, None], kernels, unit)
+    conv = (F.conv2d, F.conv3d)[d - 2]
+    out = x.reshape(1, batch * channels, *x.shape[2:])
+    for axis in range(d):
+        weight = kernels[:, axis].repeat_interleave(channels, 0)  # (B*C, taps)
+        shape = [batch * channels, 1] + [1] * d
+        shape[2 + axis] = -1
+        padding = [0] * d
+        padding[axis] = BLUR_RADIUS
+        out = conv(out, weight.reshape(shape), padding=padding, groups=batch * channels)
+    return out.reshape(x.shape)
+
+
+def random_noise(x: torch.Tensor, draw: _Draws, p: float) -> torch.Tensor:
+    """MONAI's RandGaussianNoise with probability `p`: a standard deviation drawn in (0, 0.05)
+    per image."""
+    std = torch.where(draw.chance(p), draw.uniform(0, 0.05), 0.0)
+    return x + per_image(std, x) * draw.normal(x.shape)
 
 
 class BatchedMultiView:
