@@ -40,13 +40,14 @@ def trainer_overrides(args: argparse.Namespace) -> list[str]:
 
 
 class ImagesPerSecond(pl.Callback):
-    """Training images per second over an epoch (the first view's batch size per step)."""
+    """Training images per second over an epoch (the first view's batch size per step; of the
+    unlabeled views in a semi-supervised batch)."""
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self.images, self.start = 0, time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.images += len(batch["views"][0])
+        self.images += len((batch["unlabeled"] if "unlabeled" in batch else batch)["views"][0])
 
     def on_train_epoch_end(self, trainer, module) -> None:
         if module.device.type == "cuda":

@@ -4,7 +4,8 @@
 # pretrained far longer than before (150 epochs at full width), which the on-device views make
 # affordable: with per-image views the DataLoader's workers held the GPU near 300 images a
 # second. Then, at 1% and 10% of the labels and 3 seeds: supervised-only, the linear probe on
-# the frozen backbone and FixMatch from it (benchmarks/label_efficiency.py, same protocol).
+# the frozen backbone and FixMatch from it (benchmarks/label_efficiency.py, same protocol), whose
+# weak and strong views are drawn on the GPU too (--on-device-views).
 #
 #   here, first:   bash benchmarks/gpu_prepare.sh      (.whl/ and .gpu_data/, both ignored)
 #   device tool:   run(command="bash benchmarks/gpu_label_efficiency.sh", carry=[".whl", ".gpu_data"], timeout_s=600)

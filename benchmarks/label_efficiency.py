@@ -17,8 +17,8 @@ than finetuning; `--head-norm` names the recipes that standardise) and
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
 instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md);
 `--distribution-alignment` aligns FixMatch's pseudo-labels to the labeled class prior.
-`--on-device-views` draws BYOL's views per batch on the training device, which a GPU needs to
-pretrain at more than the DataLoader workers' pace (benchmarks/on_device_views.py).
+`--on-device-views` draws BYOL's and FixMatch's views per batch on the training device, which a
+GPU needs to train at more than the DataLoader workers' pace (benchmarks/on_device_views.py).
 
 The pretraining stage is given the smallest fraction's labeled view for its online monitoring
 (nothing is selected on it: the last epoch is exported; `--pretrain-monitor-fraction` fixes it),
@@ -74,7 +74,8 @@ def main() -> None:
                         help="stop each pretraining after this long and export what it reached (trainer.max_time): a GPU lease has "
                              "a fixed length, and a cut pretraining beats none; its records give the epochs reached")
     parser.add_argument("--on-device-views", action="store_true",
-                        help="BYOL's views drawn per batch on the training device (data.pretrain_views.on_device), the images cached in memory")
+                        help="BYOL's and FixMatch's views drawn per batch on the training device (data.pretrain_views.on_device, "
+                             "data.unlabeled_views.on_device), the images cached in memory")
     parser.add_argument("--supervised-epochs", type=int, default=40)
     parser.add_argument("--semi-epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
     parser.add_argument("--steps-per-epoch", type=int, default=50)
@@ -124,6 +125,7 @@ def main() -> None:
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
             "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}", f"task.ema_decay={args.ema_decay or 'null'}",
             *(["task.distribution_alignment=true"] if args.distribution_alignment else []),
+            *(["data.unlabeled_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
     # With --pretrained the byol recipes skip their pretraining stage and are handed that backbone
     # the way the pipeline hands over its own.

@@ -1,9 +1,13 @@
 """Per-image MONAI views in the DataLoader's workers against the same views drawn per batch on
-the training device (`data.pretrain_views.on_device`): how fast, and are the features as good?
+the training device (`data.pretrain_views.on_device`, `data.unlabeled_views.on_device`): how
+fast, and are the features as good?
 
 1. Speed, side by side in one process, alternating `--rounds` times: images per second of
-   the views alone, and of SimCLR training steps under the Lightning Trainer (data loading
-   and augmentation included, Trainer setup excluded), on PneumoniaMNIST-sized phantoms.
+   the views alone, and of training steps under the Lightning Trainer (data loading and
+   augmentation included, Trainer setup excluded), on PneumoniaMNIST-sized phantoms. Twice:
+   SimCLR's two pretraining views, and FixMatch's weak and strong views of the unlabeled
+   images (FixMatch's batch: `--batch` / 8 labeled images and 7 unlabeled ones for each; the
+   rates count unlabeled images).
 2. Quality (`--quality-epochs N`, 0 skips it): BYOL pretrained on PneumoniaMNIST's training
    images once with each kind of view, same seed, width and epochs; the online kNN and
    linear-probe AUC of the frozen features on the official **val** split, averaged over the last
@@ -34,32 +38,43 @@ from common import ImagesPerSecond, add_trainer_argument, run_stage, trainer_ove
 from workbench.data import MedicalDataModule, PhantomSource
 from workbench.pretrain import pretrain
 from workbench.runs import epoch_history
+from workbench.semi import FixMatch
+from workbench.semi.views import weak_strong
 from workbench.ssl import SimCLR
 from workbench.ssl.views import multi_view
 
 RESULTS = Path(__file__).parent / "results"
 # On-device views leave only deterministic work per image, which data.cache=memory keeps.
 CACHE = {"per_image": "none", "on_device": "memory"}
+KINDS = ("pretrain", "semi")  # SimCLR's views; FixMatch's weak and strong views
+MU = 7  # FixMatch's unlabeled images per labeled one
 
 
-def datamodule(args: argparse.Namespace, mode: str) -> MedicalDataModule:
+def datamodule(args: argparse.Namespace, mode: str, kind: str = "pretrain") -> MedicalDataModule:
     source = PhantomSource(size=args.size, num_train=args.images, num_val=2, num_test=2)
-    views = multi_view(2, args.size, on_device=mode == "on_device")
-    dm = MedicalDataModule(source, batch_size=args.batch, pretrain_views=views, num_workers=args.workers, cache=CACHE[mode])
+    on_device, common = mode == "on_device", dict(num_workers=args.workers, cache=CACHE[mode])
+    if kind == "pretrain":
+        dm = MedicalDataModule(source, batch_size=args.batch, pretrain_views=multi_view(2, args.size, on_device=on_device), **common)
+    else:
+        dm = MedicalDataModule(source, label_fraction=0.25, batch_size=args.batch // (MU + 1), unlabeled_ratio=MU,
+                               unlabeled_views=weak_strong(2, on_device=on_device), **common)
     dm.setup()
     return dm
 
 
-def views_alone(args: argparse.Namespace, mode: str, device: torch.device) -> float:
+def views_alone(args: argparse.Namespace, mode: str, kind: str, device: torch.device) -> float:
     """Images per second of making two views, delivered on `device`, without any network: the
     second pass over the loader (the first starts the workers and fills the cache)."""
-    dm = datamodule(args, mode)
+    dm = datamodule(args, mode, kind)
     loader, generator = dm.train_dataloader(), torch.Generator(device=device).manual_seed(0)
+    make = dm.pretrain_views if kind == "pretrain" else dm.unlabeled_views
     for _ in range(2):  # the last pass counts
         images, start = 0, time.perf_counter()
         for batch in loader:
+            if kind == "semi":
+                batch = batch[0]["unlabeled"]  # a CombinedLoader yields (batch, index, loader index)
             if mode == "on_device":
-                views = dm.pretrain_views(batch["image"].to(device, non_blocking=True), generator)
+                views = make(batch["image"].to(device, non_blocking=True), generator)
             else:
                 views = [v.to(device, non_blocking=True) for v in batch["views"]]
             images += len(views[0])
@@ -68,34 +83,35 @@ def views_alone(args: argparse.Namespace, mode: str, device: torch.device) -> fl
     return images / (time.perf_counter() - start)
 
 
-def training(args: argparse.Namespace, mode: str) -> float:
+def training(args: argparse.Namespace, mode: str, kind: str) -> float:
     torch.manual_seed(0)
-    model = SimCLR(in_channels=1, backbone="resnet18", width=args.width, image_size=args.size, warmup_epochs=0)
+    if kind == "pretrain":
+        model = SimCLR(in_channels=1, backbone="resnet18", width=args.width, image_size=args.size, warmup_epochs=0)
+    else:
+        model = FixMatch(in_channels=1, num_classes=2, backbone="resnet18", width=args.width)
     meter = ImagesPerSecond()
     trainer = pl.Trainer(
         max_epochs=1, accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, callbacks=[meter],
     )
-    trainer.fit(model, datamodule=datamodule(args, mode))
+    trainer.fit(model, datamodule=datamodule(args, mode, kind))
     return meter.rate
 
 
 def speed(args: argparse.Namespace) -> dict:
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-    rates = {f"{kind}_{mode}": [] for kind in ("views", "training") for mode in CACHE}
+    rates = {f"{what}_{kind}_{mode}": [] for kind in KINDS for what in ("views", "training") for mode in CACHE}
     for r in range(args.rounds):  # alternate, so drift in machine load hits both sides alike
-        for mode in CACHE:
-            rates[f"views_{mode}"].append(views_alone(args, mode, device))
-            rates[f"training_{mode}"].append(training(args, mode))
+        for kind in KINDS:
+            for mode in CACHE:
+                rates[f"views_{kind}_{mode}"].append(views_alone(args, mode, kind, device))
+                rates[f"training_{kind}_{mode}"].append(training(args, mode, kind))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in rates.items()), flush=True)
     medians = {k: statistics.median(v) for k, v in rates.items()}
-    return {
-        "img_per_s": {k: round(v, 1) for k, v in medians.items()},
-        "ratio_views": round(medians["views_on_device"] / medians["views_per_image"], 2),
-        "ratio_training": round(medians["training_on_device"] / medians["training_per_image"], 2),
-        "rounds": rates,
-    }
+    ratios = {f"{what}_{kind}": round(medians[f"{what}_{kind}_on_device"] / medians[f"{what}_{kind}_per_image"], 2)
+              for kind in KINDS for what in ("views", "training")}
+    return {"img_per_s": {k: round(v, 1) for k, v in medians.items()}, "ratios": ratios, "rounds": rates}
 
 
 def quality(args: argparse.Namespace) -> dict:
@@ -147,10 +163,12 @@ def main() -> None:
     if args.quality_epochs:
         result["quality"] = quality(args)
         out.write_text(json.dumps(result, indent=2) + "\n")
-    s = result["speed"]["img_per_s"]
+    s, ratios = result["speed"]["img_per_s"], result["speed"]["ratios"]
     print("\n| what | per-image views (workers) | on-device views | ratio |\n|---|---|---|---|")
-    print(f"| two views alone, img/s | {s['views_per_image']:.0f} | {s['views_on_device']:.0f} | {result['speed']['ratio_views']:.2f} |")
-    print(f"| SimCLR training, img/s | {s['training_per_image']:.0f} | {s['training_on_device']:.0f} | {result['speed']['ratio_training']:.2f} |")
+    for kind, (views, training) in zip(KINDS, [("two views alone", "SimCLR training"), ("weak + strong views alone", "FixMatch training")]):
+        for what, label in (("views", views), ("training", training)):
+            key = f"{what}_{kind}"
+            print(f"| {label}, img/s | {s[key + '_per_image']:.0f} | {s[key + '_on_device']:.0f} | {ratios[key]:.2f} |")
     for mode, q in result.get("quality", {}).items():
         print(f"| BYOL {args.quality_epochs} epochs, {mode}, last 3 epochs: val kNN AUC {q['val/knn_auc']:.4f}, "
               f"probe AUC {q['val/probe_auc']:.4f}, {q['pretrain_seconds']:.0f} s | | | |")
