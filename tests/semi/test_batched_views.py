@@ -16,7 +16,7 @@ from tests.semi.test_semi import STEPS, TINY_2D
 from workbench.errors import WorkbenchError
 from workbench.semi.batched_views import BatchedWeakStrongView, cut_out
 from workbench.semi.views import weak_strong
-from workbench.ssl.batched_views import BatchedMultiView, _Draws
+from workbench.ssl.batched_views import BatchedMultiView, Draws
 from workbench.train import train
 
 
@@ -48,7 +48,7 @@ def test_a_weak_view_shifts_a_ramp_by_at_most_translate_pixels(axis):
 def test_cutout_zeroes_one_hole_of_its_side_wholly_inside_each_image(shape, side):
     images = torch.rand(40, 2, *shape) + 1  # no zeros of their own
     g = generator()
-    holes = cut_out(images, _Draws(40, images.device, g), side) == 0
+    holes = cut_out(images, Draws(40, images.device, g), side) == 0
     extents = [min(side, n) for n in shape]
     assert (holes.flatten(1).sum(1) == 2 * np.prod(extents)).all()  # every channel, one box of the side
     assert torch.equal(holes[:, 0], holes[:, 1])

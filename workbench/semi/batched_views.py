@@ -8,6 +8,7 @@ pixels (MONAI's RandAffine's translate_range), border padding. Strong: the same,
 and shear, gamma, scale and shift of intensity, blur and noise with the ranges and probabilities
 of `views.py`, and one `cutout`-pixel hole filled with 0, placed wholly inside the image (MONAI's
 RandCoarseDropout). The shift and the rotation make one resampling, as in the pretraining views.
+In 3D all six shear coefficients are drawn, where MONAI's three-value shear_range draws three.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from workbench.errors import WorkbenchError
 from workbench.semi.views import STRONG_AFFINE, STRONG_BLUR, STRONG_INTENSITY, STRONG_NOISE
 from workbench.ssl.batched_views import (
     BatchedMultiView,
-    _Draws,
+    Draws,
     check_batch,
     random_affine,
     random_blur,
@@ -39,7 +40,7 @@ class BatchedWeakStrongView:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         d = self.spatial_dims
-        draw = _Draws(check_batch(images, d), images.device, generator)
+        draw = Draws(check_batch(images, d), images.device, generator)
         x = images.float()
         size = list(x.shape[2:])
         matrix = torch.diag_embed(random_signs(draw, d).float() if self.flip else torch.ones(draw.batch, d, device=x.device))
@@ -56,7 +57,7 @@ class BatchedWeakStrongView:
         return cut_out(x, draw, self.cutout) if self.cutout else x
 
 
-def cut_out(x: torch.Tensor, draw: _Draws, side: int) -> torch.Tensor:
+def cut_out(x: torch.Tensor, draw: Draws, side: int) -> torch.Tensor:
     """One hole of `side` pixels per axis (the image's extent where smaller) per image, at a
     uniform place wholly inside the image, set to 0."""
     hole = x.new_ones(x.shape[0], *x.shape[2:], dtype=torch.bool)

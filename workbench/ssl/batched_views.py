@@ -45,7 +45,7 @@ class BatchedView:
         self.spatial_dims = spatial_dims
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = _Draws(check_batch(images, self.spatial_dims), images.device, generator)
+        draw = Draws(check_batch(images, self.spatial_dims), images.device, generator)
         x = self.geometric(images.float(), draw)
         if self.spec.intensity:
             x = random_intensity(x, draw, self.spec.intensity, gamma=(0.7, 1.5), scale=0.25, shift=0.1)
@@ -55,7 +55,7 @@ class BatchedView:
             x = random_noise(x, draw, self.spec.noise)
         return x
 
-    def geometric(self, x: torch.Tensor, draw: _Draws) -> torch.Tensor:
+    def geometric(self, x: torch.Tensor, draw: Draws) -> torch.Tensor:
         """Crop, resize, flips and affine as one map from output to input coordinates (in
         affine_grid's normalised [-1, 1] coordinates, whose edges are the image's edges)."""
         d, lo, hi = self.spatial_dims, *self.spec.crop_scale
@@ -75,12 +75,12 @@ def check_batch(images: torch.Tensor, spatial_dims: int) -> int:
     return images.shape[0]
 
 
-def random_signs(draw: _Draws, d: int) -> torch.Tensor:
+def random_signs(draw: Draws, d: int) -> torch.Tensor:
     """(B, d) of +-1: each axis flipped with probability 1/2."""
     return draw.chance(0.5, d) * -2 + 1
 
 
-def random_affine(draw: _Draws, d: int, rotate: float, shear_range: float, p: float) -> torch.Tensor:
+def random_affine(draw: Draws, d: int, rotate: float, shear_range: float, p: float) -> torch.Tensor:
     """(B, d, d): a rotation within +-`rotate` rad about each axis after a shear within
     +-`shear_range`, with probability `p` (MONAI's RandAffine), else the identity."""
     affine = rotation(draw.uniform(-rotate, rotate, 1 if d == 2 else 3)) @ shear(draw.uniform(-shear_range, shear_range, d * (d - 1)), d)
@@ -96,7 +96,7 @@ def resample(x: torch.Tensor, matrix: torch.Tensor, centre: torch.Tensor, size: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def random_intensity(x: torch.Tensor, draw: _Draws, p: float, gamma: tuple[float, float], scale: float, shift: float) -> torch.Tensor:
+def random_intensity(x: torch.Tensor, draw: Draws, p: float, gamma: tuple[float, float], scale: float, shift: float) -> torch.Tensor:
     """MONAI's RandAdjustContrast (gamma on the image's own min-max range), then
     RandScaleIntensity (by 1 +- `scale`) and RandShiftIntensity (by +- `shift`), each with
     probability `p`."""
@@ -108,7 +108,7 @@ def random_intensity(x: torch.Tensor, draw: _Draws, p: float, gamma: tuple[float
     return x + per_image(torch.where(draw.chance(p), draw.uniform(-shift, shift), 0.0), x)
 
 
-def random_blur(x: torch.Tensor, draw: _Draws, p: float, d: int) -> torch.Tensor:
+def random_blur(x: torch.Tensor, draw: Draws, p: float, d: int) -> torch.Tensor:
     """With probability `p`, a separable Gaussian per image and axis, sigma in (0.1, 1); an image
     left unblurred gets a unit kernel."""
     batch, channels = x.shape[0], x.shape[1]
@@ -129,7 +129,7 @@ def random_blur(x: torch.Tensor, draw: _Draws, p: float, d: int) -> torch.Tensor
     return out.reshape(x.shape)
 
 
-def random_noise(x: torch.Tensor, draw: _Draws, p: float) -> torch.Tensor:
+def random_noise(x: torch.Tensor, draw: Draws, p: float) -> torch.Tensor:
     """MONAI's RandGaussianNoise with probability `p`: a standard deviation drawn in (0, 0.05)
     per image."""
     std = torch.where(draw.chance(p), draw.uniform(0, 0.05), 0.0)
@@ -162,7 +162,7 @@ def batched_multi_view(specs: Sequence[ViewSpec], spatial_dims: int) -> BatchedM
     return BatchedMultiView([BatchedView(spec, spatial_dims) for spec in specs])
 
 
-class _Draws:
+class Draws:
     """Random values, one (or one per axis) per image of a batch, from one generator."""
 
     def __init__(self, batch: int, device: torch.device, generator: torch.Generator) -> None:
