@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--supervised-epochs", type=int, default=40)
     parser.add_argument("--semi-epochs", type=int, default=8, help="semi-supervised epochs of --steps-per-epoch steps")
     parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--mu", type=int, default=2, help="FixMatch's unlabeled images per labeled one in a batch (data.unlabeled_ratio; the paper's 7)")
     parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
                         help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
     parser.add_argument("--head-only-epochs", type=int, default=5,
@@ -123,7 +124,7 @@ def main() -> None:
     threshold = f"task.threshold={args.threshold}"
     supervised = [f"task.width={args.width}", threshold, "data.batch_size=16", f"trainer.max_epochs={args.supervised_epochs}"]
     semi = ["task=fixmatch", threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
-            "data.unlabeled_ratio=2", f"trainer.max_epochs={args.semi_epochs}", f"task.ema_decay={args.ema_decay or 'null'}",
+            f"data.unlabeled_ratio={args.mu}", f"trainer.max_epochs={args.semi_epochs}", f"task.ema_decay={args.ema_decay or 'null'}",
             *(["task.distribution_alignment=true"] if args.distribution_alignment else []),
             *(["data.unlabeled_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
             *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])]
