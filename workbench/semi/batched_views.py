@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from workbench.errors import WorkbenchError
 from workbench.semi.views import STRONG_AFFINE, STRONG_BLUR, STRONG_INTENSITY, STRONG_NOISE
 from workbench.ssl.batched_views import (
     BatchedMultiView,
     Draws,
     check_batch,
+    check_spatial_dims,
     random_affine,
     random_blur,
     random_intensity,
@@ -34,8 +34,7 @@ class BatchedWeakStrongView:
     """One weak (`strong=False`) or strong view for a batch (B, C, *spatial) of one size."""
 
     def __init__(self, spatial_dims: int, strong: bool, flip: bool, translate: int, cutout: int) -> None:
-        if spatial_dims not in (2, 3):
-            raise WorkbenchError(f"on-device views: spatial_dims={spatial_dims}; expected 2 or 3")
+        check_spatial_dims(spatial_dims)
         self.spatial_dims, self.strong, self.flip, self.translate, self.cutout = spatial_dims, strong, flip, translate, cutout
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -48,7 +48,7 @@ def weak_transforms(spatial_dims: int, flip: bool, translate: int) -> list:
 
 
 def strong_transforms(spatial_dims: int, cutout: int) -> list:
-    affine, intensity = STRONG_AFFINE, STRONG_INTENSITY
+    affine, intensity = STRONG_AFFINE, STRONG_INTENSITY  # short names for the lines below
     chain: list = [
         RandAffined(
             KEY, prob=affine["p"], rotate_range=[affine["rotate"]] * (1 if spatial_dims == 2 else 3),

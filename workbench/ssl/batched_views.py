@@ -37,8 +37,7 @@ class BatchedView:
     """One kind of view (a ViewSpec) for a batch (B, C, *spatial) of one spatial size."""
 
     def __init__(self, spec: ViewSpec, spatial_dims: int) -> None:
-        if spatial_dims not in (2, 3):
-            raise WorkbenchError(f"on-device views: spatial_dims={spatial_dims}; expected 2 or 3")
+        check_spatial_dims(spatial_dims)
         if spec.elastic:
             raise WorkbenchError("data.pretrain_views.elastic=true has no on-device form; set data.pretrain_views.on_device=false")
         self.spec = spec
@@ -66,6 +65,11 @@ class BatchedView:
         if self.spec.affine:
             matrix = matrix @ random_affine(draw, d, rotate=0.26, shear_range=0.1, p=0.5)
         return resample(x, matrix, centre, [self.spec.size] * d)
+
+
+def check_spatial_dims(spatial_dims: int) -> None:
+    if spatial_dims not in (2, 3):
+        raise WorkbenchError(f"on-device views: spatial_dims={spatial_dims}; expected 2 or 3")
 
 
 def check_batch(images: torch.Tensor, spatial_dims: int) -> int:
