@@ -12,7 +12,9 @@ and the test split is scored once, at the end.
 `--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone's standardised
 features, trained on the labeled images alone; on the GPU the frozen features probed better
 than finetuning; `--head-norm` names the recipes that standardise) and
-`byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first).
+`byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first) and
+`byol+finetune` (the labeled images alone finetune the BYOL backbone at `--backbone-lr-scale`,
+the usual SSL evaluation, as supervised-only trains).
 `--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
 instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md);
@@ -44,7 +46,7 @@ from workbench.evaluation.report import write_report
 from workbench.pipeline import pipeline, wiring
 
 RESULTS = Path(__file__).parent / "results"
-RECIPES = ["supervised", "byol+fixmatch", "byol+probe", "byol+lp-ft+fixmatch"]
+RECIPES = ["supervised", "byol+fixmatch", "byol+probe", "byol+finetune", "byol+lp-ft+fixmatch"]
 
 
 def quoted(items: list[str]) -> str:
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--mu", type=int, default=2, help="FixMatch's unlabeled images per labeled one in a batch (data.unlabeled_ratio; the paper's 7)")
     parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
-                        help="the pretrained backbone's learning rate as a fraction of the head's in the combined recipe")
+                        help="the pretrained backbone's learning rate as a fraction of the head's in the finetuning recipes")
     parser.add_argument("--head-only-epochs", type=int, default=5,
                         help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
     parser.add_argument("--ema-decay", type=float, default=None,
@@ -136,6 +138,7 @@ def main() -> None:
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},
         "byol+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given]},
         "byol+probe": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, "task.freeze_backbone=true"]},
+        "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, f"task.backbone_lr_scale={args.backbone_lr_scale}"]},
         "byol+lp-ft+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given, f"task.head_only_epochs={args.head_only_epochs}"]},
     }
     recipes = {name: recipes[name] for name in args.recipes}
