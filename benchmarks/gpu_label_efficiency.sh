@@ -4,14 +4,15 @@
 # pretrained far longer than before (150 epochs at full width), which the on-device views make
 # affordable: with per-image views the DataLoader's workers held the GPU near 300 images a
 # second. Then, at 1% and 10% of the labels and 3 seeds: supervised-only, the linear probe on
-# the frozen backbone and FixMatch from it (benchmarks/label_efficiency.py, same protocol), whose
-# weak and strong views are drawn on the GPU too (--on-device-views).
+# the frozen backbone, FixMatch from it (benchmarks/label_efficiency.py, same protocol), whose
+# weak and strong views are drawn on the GPU too (--on-device-views), and last the backbone
+# finetuned on the labeled images alone (last, so a phase cut short loses it first).
 #
 #   here, first:   bash benchmarks/gpu_prepare.sh      (.whl/ and .gpu_data/, both ignored)
 #   device tool:   run(command="bash benchmarks/gpu_label_efficiency.sh", carry=[".whl", ".gpu_data"], timeout_s=600)
 #   CPU smoke:     TRAINER=cpu EPOCHS=1000 SEEDS=0 DATA=../shared/data OUT=/tmp/gle PRETRAIN_BUDGET=200 PRETRAIN_MARGIN=140 \
 #                  FINETUNE_BUDGET=900 EXTRA="--limit-batches 1 --supervised-epochs 2 --semi-epochs 1 --workers 1 --width 0.25" \
-#                  bash benchmarks/gpu_label_efficiency.sh     (6 records in about 6 minutes; the pretraining cut after 60 s)
+#                  bash benchmarks/gpu_label_efficiency.sh     (8 records in about 4 minutes; the pretraining cut after 60 s)
 #
 # Phase 1: one process per seed pretrains BYOL (and probes it at 1%). Phase 2: one process per
 # seed and fraction runs the three recipes, the pretraining reused from the stage cache. Each
@@ -68,7 +69,7 @@ done
 elapsed "phase 1 (pretraining; finished seeds: ${pretrained[*]:-none})"
 for seed in "${SEEDS[@]}"; do
   recipes=(supervised)
-  [[ " ${pretrained[*]} " == *" $seed "* ]] && recipes+=(byol+probe byol+fixmatch)
+  [[ " ${pretrained[*]} " == *" $seed "* ]] && recipes+=(byol+probe byol+fixmatch byol+finetune)
   for fraction in 0.01 0.1; do
     timeout "$FINETUNE_BUDGET" "$PY" "${ARGS[@]}" --seeds "$seed" --fractions "$fraction" --recipes "${recipes[@]}" \
       --out "$RUNS/seed$seed-$fraction.json" > "$RUNS/logs/seed$seed-$fraction.log" 2>&1 &
