@@ -11,7 +11,7 @@ and the test split is scored once, at the end.
 
 `--recipes` adds `byol+probe` (a linear head on the frozen BYOL backbone's standardised
 features, trained on the labeled images alone; on the GPU the frozen features probed better
-than finetuning; `--head-norm` names the recipes that standardise) and
+than finetuning; `--head-norm` names the recipes that standardise),
 `byol+lp-ft+fixmatch` (FixMatch trains the head alone for `--head-only-epochs` first) and
 `byol+finetune` (the labeled images alone finetune the BYOL backbone at `--backbone-lr-scale`,
 the usual SSL evaluation, as supervised-only trains).
