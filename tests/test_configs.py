@@ -89,6 +89,14 @@ def test_every_command_composes_on_its_defaults(tmp_path):
         check_composed(compose_train(overrides, tmp_path, config_name=command))
 
 
+@pytest.mark.parametrize("recipe, scale", [("supervised", None), ("semi", None), ("ssl", 0.1), ("all", 0.1)])
+def test_recipes_finetune_a_pretrained_backbone_at_a_tenth_of_the_rate(tmp_path, recipe, scale):
+    """Every benchmark on real data found the full rate erases what pretraining learned
+    (benchmarks/README.md); the recipes without pretraining have no backbone to spare."""
+    finetune = list(compose_train([f"recipe={recipe}"], tmp_path, config_name="pipeline").stages.finetune)
+    assert compose_train(finetune, tmp_path).task.backbone_lr_scale == scale
+
+
 def test_the_wheel_ships_every_config(tmp_path):
     """An installed workbench runs without the repository: the wheel carries configs/."""
     uv = Path(sys.executable).parent / "uv"
