@@ -5,8 +5,8 @@
 # affordable: with per-image views the DataLoader's workers held the GPU near 300 images a
 # second. Then, at 1% and 10% of the labels and 3 seeds: supervised-only, the linear probe on
 # the frozen backbone, FixMatch from it (benchmarks/label_efficiency.py, same protocol), whose
-# weak and strong views are drawn on the GPU too (--on-device-views), and last the backbone
-# finetuned on the labeled images alone (last, so a phase cut short loses it first).
+# weak and strong views are drawn on the GPU too (--on-device-views), and the backbone
+# finetuned on the labeled images alone (run last, so a phase cut short loses it first).
 #
 #   here, first:   bash benchmarks/gpu_prepare.sh      (.whl/ and .gpu_data/, both ignored)
 #   device tool:   run(command="bash benchmarks/gpu_label_efficiency.sh", carry=[".whl", ".gpu_data"], timeout_s=600)
@@ -15,7 +15,7 @@
 #                  bash benchmarks/gpu_label_efficiency.sh     (8 records in about 4 minutes; the pretraining cut after 60 s)
 #
 # Phase 1: one process per seed pretrains BYOL (and probes it at 1%). Phase 2: one process per
-# seed and fraction runs the three recipes, the pretraining reused from the stage cache. Each
+# seed and fraction runs the four recipes, the pretraining reused from the stage cache. Each
 # phase has a time budget, so the files come back even if a run is slower than planned. The
 # pretraining itself stops PRETRAIN_MARGIN seconds before its budget (trainer.max_time; startup,
 # export and the probe fit in the margin) and exports the epochs it reached, which the records
