@@ -8,14 +8,17 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import SHARED_DATA, compose_train
 from tests.test_cli import RANK_WEIGHTS, assert_ranks_trained_in_step, run_dir_of, workbench
 from workbench.evaluate import evaluate
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
+from workbench.errors import WorkbenchError
+from workbench.models.checkpoints import load_checkpoint
 from workbench.pipeline import pipeline
-from workbench.train import train
+from workbench.train import build, train
 
 TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
 TINY_TRAIN = [*TINY, "trainer.max_epochs=1", "task.width=0.25"]
@@ -58,9 +61,7 @@ def test_a_moved_stage_is_reused_and_another_config_never_overwrites_one(tmp_pat
     run's directory is refused and leaves its files as they were."""
     import shutil
 
-    from workbench.errors import WorkbenchError
     from workbench.stages import run_stage
-    from workbench.train import train
 
     overrides = [*TINY_TRAIN, "+trainer.limit_train_batches=1", "logger=csv"]
     first = run_stage(train, "train", overrides, tmp_path / "made_here")
@@ -72,6 +73,34 @@ def test_a_moved_stage_is_reused_and_another_config_never_overwrites_one(tmp_pat
     with pytest.raises(WorkbenchError, match=r"moved: holds a finished run of another configuration"):
         run_stage(train, "train", [*overrides, "seed=1"], tmp_path / "moved")
     assert {f: f.read_bytes() for f in (tmp_path / "moved").rglob("*") if f.is_file()} == before
+
+
+def test_a_pipeline_of_two_members_scores_their_ensemble_and_a_rerun_reuses_it(tmp_path):
+    overrides = ["label_fraction=0.5", "members=2", f"common={quoted_list(TINY_TRAIN)}", f"cache_dir={tmp_path / 'stages'}"]
+    first = pipeline(compose_train(overrides, tmp_path / "first", config_name="pipeline"))
+    scored = Path(first["stages"]["finetune"]["run_dir"])
+    assert scored.parent.name == "evaluate"
+    members = [Path(c).parents[1] for c in json.loads((scored / "metrics.json").read_text())["checkpoint"]]
+    configs = [yaml.safe_load((m / "config.yaml").read_text()) for m in members]
+    assert [(c["seed"], c["data"]["split_seed"]) for c in configs] == [(0, 0), (1000, 0)]
+    # The same labeled and val images, and member 0 is the single model's own run.
+    assert (members[0] / "split.json").read_text() == (members[1] / "split.json").read_text()
+    single = pipeline(compose_train([*overrides, "members=1"], tmp_path / "single", config_name="pipeline"))
+    assert single["stages"]["finetune"] == {"run_dir": str(members[0]), "reused": True}
+    assert first["labeled_images"] == 20 and 0.0 <= first["test/auc"] <= 1.0
+    second = pipeline(compose_train(overrides, tmp_path / "second", config_name="pipeline"))
+    assert second["stages"]["finetune"] == {"run_dir": str(scored), "reused": True} and second["test/auc"] == first["test/auc"]
+
+
+@pytest.mark.parametrize("members, expected", [
+    (0, "members=0: expected 1 .one model. or more"),
+    (2, "members=2: PrototypicalNetwork cannot be scored as an ensemble; expected a classifier"),
+])
+def test_members_the_finetune_task_cannot_ensemble_are_refused_before_any_stage_runs(tmp_path, members, expected):
+    overrides = [f"members={members}", f"stages.finetune={quoted_list(['task=protonet'])}", f"cache_dir={tmp_path / 'stages'}", "recipe=ssl"]
+    with pytest.raises(WorkbenchError, match=expected):
+        pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+    assert not (tmp_path / "stages").exists()
 
 
 def stage_config(summary: dict, stage: str) -> dict:
@@ -161,6 +190,43 @@ def test_two_process_evaluation_scores_like_one_process(tmp_path):
             assert scores[threshold, "ddp_cpu"][key] == pytest.approx(scores[threshold, "cpu"][key], abs=1e-6), (threshold, key)
     # Validation kept the checkpoint's threshold (Youden's, from training); the prior test fitted its own.
     assert scores["prior", "cpu"]["test/threshold"] != pytest.approx(scores["prior", "cpu"]["val/threshold"])
+
+
+def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(tmp_path):
+    data = ["data.source.num_train=24", "data.source.num_val=9", "data.source.num_test=9", "data.batch_size=8",
+            "data.eval_batch_size=8", "task.width=0.25", "data.split_seed=0"]
+    checkpoints = []
+    for seed in (0, 1):  # two members: the same labeled images, other initial weights and batches
+        train(compose_train([*data, "trainer.max_epochs=1", f"seed={seed}"], tmp_path / f"member{seed}"))
+        checkpoints.append(tmp_path / f"member{seed}" / "checkpoints" / "last.ckpt")
+
+    def scored(paths: list[Path], name: str) -> dict:
+        listed = "[" + ",".join(str(p) for p in paths) + "]"
+        return evaluate(compose_train([*data, f"ckpt_path={listed}"], tmp_path / name, config_name="evaluate"))
+
+    alone, twice, pair = scored(checkpoints[:1], "alone"), scored([checkpoints[0]] * 2, "twice"), scored(checkpoints, "pair")
+    assert pair["checkpoint"] == [str(c) for c in checkpoints] and alone["checkpoint"] == str(checkpoints[0])
+    for key in ("val/loss", "val/auc", "test/loss", "test/auc", "test/acc"):  # one model twice is that model
+        assert twice[key] == pytest.approx(alone[key], abs=1e-5), key
+    # The pair's test loss is the cross-entropy of the members' mean probabilities, computed here by hand.
+    datamodule, task, _ = build(compose_train(data, tmp_path / "by_hand"), "task")
+    datamodule.setup("test")
+    batches = list(datamodule.test_dataloader())
+    members = []
+    for path in checkpoints:
+        task.load_state_dict(load_checkpoint(path)["state_dict"])
+        with torch.no_grad():
+            members.append(torch.cat([task.eval()(b["image"]).softmax(1) for b in batches]))
+    labels = torch.cat([b["label"] for b in batches]).long().reshape(-1)
+    mean = (members[0] + members[1]) / 2
+    assert pair["test/loss"] == pytest.approx(float(-mean[torch.arange(len(labels)), labels].log().mean()), rel=1e-4)
+    assert pair["test/loss"] != pytest.approx(alone["test/loss"], rel=1e-3)
+
+
+def test_an_ensemble_of_segmentation_checkpoints_is_refused(tmp_path):
+    cfg = compose_train(["task=segmentation", "data.source.num_train=8", "ckpt_path=[a.ckpt,b.ckpt]"], tmp_path, config_name="evaluate")
+    with pytest.raises(WorkbenchError, match="ckpt_path: a list of 2 checkpoints .an ensemble. needs a classifier scored by its class probabilities; task SegmentationTask is not"):
+        evaluate(cfg)
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path):

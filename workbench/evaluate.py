@@ -1,7 +1,10 @@
 """`workbench evaluate ckpt_path=<checkpoint> [same data and task overrides as the training
 run]`: score a trained classification or segmentation checkpoint on the validation view (which
 also picks the decision threshold) and once on the test split, on one process or many (DDP:
-every rank scores its own share of the images, none twice, and the scores are gathered)."""
+every rank scores its own share of the images, none twice, and the scores are gathered).
+
+`ckpt_path=[a.ckpt,b.ckpt,...]` scores the classifiers' ensemble: their class probabilities
+averaged, the decision threshold chosen for the average as for one model."""
 
 from __future__ import annotations
 
@@ -9,29 +12,45 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import check_checkpoint_fits
+from workbench.models.ensemble import checkpoint_ensemble
 from workbench.runs import run_command, save_config, write_run_summary
 from workbench.train import build, command_line_overrides
 
 
+def checkpoint_paths(value: Any) -> list[str]:
+    """ckpt_path as a list: one checkpoint, or several to ensemble."""
+    paths = [str(p) for p in value] if isinstance(value, (ListConfig, list, tuple)) else [str(value)] if value else []
+    if not paths:
+        raise WorkbenchError("ckpt_path: evaluate needs the checkpoint to score (e.g. <train run>/checkpoints/last.ckpt, or a list to ensemble)")
+    return paths
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    if not cfg.get("ckpt_path"):
-        raise WorkbenchError("ckpt_path: evaluate needs the checkpoint to score (e.g. <train run>/checkpoints/last.ckpt)")
+    paths = checkpoint_paths(cfg.get("ckpt_path"))
     run_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg, "task")
-    check_checkpoint_fits(cfg.ckpt_path, model)
+    single = paths[0] if len(paths) == 1 else None
+    if single:
+        check_checkpoint_fits(single, model)
+    elif getattr(model, "scores_ensembles", False):
+        model.ensemble = checkpoint_ensemble(model, paths)  # scored instead of the task's own weights
+    else:
+        raise WorkbenchError(f"ckpt_path: a list of {len(paths)} checkpoints (an ensemble) needs a classifier scored by its "
+                             f"class probabilities; task {type(model).__name__} is not")
     if trainer.is_global_zero:
         save_config(cfg, run_dir, command_line_overrides())
-    metrics: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": cfg.ckpt_path, "world_size": trainer.world_size}
+    metrics: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": single or paths, "world_size": trainer.world_size}
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
-        run(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        run(model, datamodule=datamodule, ckpt_path=single, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
     if trainer.is_global_zero:
-        metrics["files"] = write_run_summary(run_dir, metrics, title=f"evaluate: {cfg.ckpt_path}")
+        title = f"evaluate: {single}" if single else f"evaluate: an ensemble of {len(paths)} checkpoints"
+        metrics["files"] = write_run_summary(run_dir, metrics, title=title)
         print(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))))
         print(f"Run directory: {run_dir}")
     return metrics

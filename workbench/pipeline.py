@@ -20,15 +20,17 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
+from workbench.evaluate import evaluate
 from workbench.io import write_text_atomic
 from workbench.pretrain import pretrain
 from workbench.runs import run_command, save_config, set_environment_defaults, write_run_summary
-from workbench.stages import run_stage
+from workbench.stages import compose_stage, run_stage
 from workbench.synthesize import synthesize
 from workbench.train import command_line_overrides, train
 
@@ -103,6 +105,45 @@ def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str,
     return "\n".join(lines) + "\n"
 
 
+def check_members(members: int, finetune: list[str]) -> None:
+    """Before any stage runs: `members` is a count, and above 1 the finetune task can be scored
+    as an ensemble."""
+    if not isinstance(members, int) or members < 1:
+        raise WorkbenchError(f"members={members}: expected 1 (one model) or more (an ensemble of that many)")
+    if members == 1:
+        return
+    task = get_class(compose_stage("train", finetune).task._target_)
+    if not getattr(task, "scores_ensembles", False):
+        raise WorkbenchError(
+            f"members={members}: {task.__name__} cannot be scored as an ensemble; expected a classifier (task=classification, fixmatch, ...)"
+        )
+
+
+def trained(cfg: DictConfig, overrides: list[str], cache: Path) -> dict[str, Any]:
+    """A finetune or baseline stage: one `workbench train` run, or with `members` > 1 that many
+    on the same labeled and val images (`data.split_seed` kept, `seed` moved: other initial
+    weights, batches and augmentations), each selected on the val view as one run is, then
+    scored as one ensemble of their mean probabilities by `workbench evaluate`."""
+    runs = []
+    for k in range(cfg.members):  # member 0 is the single run itself, so the cache serves both
+        other_seed = [f"seed={cfg.seed + 1000 * k}", f"data.split_seed={cfg.seed}"] if k else []
+        runs.append(from_rank_zero(run_stage(train, "train", [*overrides, *other_seed], cache_dir=cache)))
+    if len(runs) == 1:
+        return runs[0]
+    checkpoints = [r["best_checkpoint"] or str(Path(r["run_dir"]) / "checkpoints" / "last.ckpt") for r in runs]
+    listed = "[" + ",".join(f"'{c}'" for c in checkpoints) + "]"
+    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, f"ckpt_path={listed}"], cache_dir=cache))
+    return {
+        **scored,
+        "labeled_images": runs[0]["labeled_images"],
+        "val_images": runs[0]["val_images"],
+        "best_val_score": scored.get(runs[0]["monitor"]),  # the ensemble's, for a sweeper
+        "train_seconds": sum(r["train_seconds"] for r in runs if not r["reused"]),
+        "reused": scored["reused"] and all(r["reused"] for r in runs),
+        "members": [r["run_dir"] for r in runs],
+    }
+
+
 def pipeline(cfg: DictConfig) -> dict[str, Any]:
     set_environment_defaults()
     run_dir = Path(cfg.paths.output_dir)
@@ -117,16 +158,17 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     plan = {name: overrides_of(cfg.stages.get(name), name) for name in ("pretrain", "synthesize", "finetune", "baseline")}
     if plan["finetune"] is None:
         raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
+    check_members(cfg.members, [*shared, *plan["finetune"]])
     stages: dict[str, dict] = {}
     if plan["pretrain"] is not None:
         stages["pretrain"] = from_rank_zero(run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache))
     if plan["synthesize"] is not None:
         stages["synthesize"] = from_rank_zero(run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache))
     wired = wiring(stages, cfg.synthetic_ratio)
-    stages["finetune"] = from_rank_zero(run_stage(train, "train", [*shared, *wired, *plan["finetune"]], cache_dir=cache))
+    stages["finetune"] = trained(cfg, [*shared, *wired, *plan["finetune"]], cache)
     if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
         architecture = [o for o in wired if o.startswith(ARCHITECTURE_KEYS)]
-        stages["baseline"] = from_rank_zero(run_stage(train, "train", [*shared, *architecture, *plan["baseline"]], cache_dir=cache))
+        stages["baseline"] = trained(cfg, [*shared, *architecture, *plan["baseline"]], cache)
 
     final = stages["finetune"]
     summary: dict[str, Any] = {

@@ -61,6 +61,8 @@ def episode_accuracy(
 
 
 class PrototypicalNetwork(ClassificationTask):
+    scores_ensembles = False  # it scores distances to its own backbone's prototypes
+
     def __init__(self, n_way: int = 2, k_shot: int = 5, n_query: int = 5, eval_episodes: int = 600, **task) -> None:
         super().__init__(**task)
         self.save_hyperparameters()

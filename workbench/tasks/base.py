@@ -11,6 +11,10 @@ class EvaluatedTask(pl.LightningModule):
     """Subclasses implement `_eval_step(batch, stage)` and `_eval_epoch_end(stage)` and keep
     `lr`, `weight_decay` and `warmup_epochs` in their hyperparameters."""
 
+    # True where validation and test score `evaluated_network()`'s class probabilities, so that
+    # `workbench evaluate` can put an ensemble of checkpoints (`self.ensemble`) in its place.
+    scores_ensembles = False
+
     def _eval_step(self, batch: dict, stage: str) -> None:
         raise NotImplementedError
 

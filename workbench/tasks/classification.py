@@ -44,6 +44,7 @@ class FeatureStandardization(nn.BatchNorm1d):
 
 class ClassificationTask(EvaluatedTask):
     data_task = "classification"
+    scores_ensembles = True
 
     def __init__(
         self,
@@ -141,7 +142,11 @@ class ClassificationTask(EvaluatedTask):
 
     def evaluated_network(self) -> nn.Module:
         """What validation, test and the export score: `network()`, or for methods with an EMA
-        teacher (`self.teacher`, an EMATeacher of `network()`) the teacher's copy."""
+        teacher (`self.teacher`, an EMATeacher of `network()`) the teacher's copy; under
+        `workbench evaluate` of several checkpoints, their ensemble (`self.ensemble`)."""
+        ensemble = getattr(self, "ensemble", None)
+        if ensemble is not None:
+            return ensemble
         teacher = getattr(self, "teacher", None)
         return self.network() if teacher is None else teacher.model
 
