@@ -16,6 +16,9 @@ than finetuning; `--head-norm` names the recipes that standardise),
 `byol+finetune` (the labeled images alone finetune the BYOL backbone at `--backbone-lr-scale`,
 the usual SSL evaluation, as supervised-only trains).
 `--pretrained RUN` hands the byol recipes an existing pretraining instead of one per seed.
+`--members K` adds each recipe scored as an ensemble of K finetunes on the same labels
+(`<recipe>+ens<K>`, the pipeline's `members=K`; its train_seconds leave out member 0, the
+single model's run, which the stage cache reuses).
 `--ema-decay D` tests an EMA of the FixMatch weights; `--selection last` tests the last epoch
 instead of selecting on the val subset (neither helped on CPU; benchmarks/README.md);
 `--distribution-alignment` aligns FixMatch's pseudo-labels to the labeled class prior.
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["supervised", "byol+fixmatch"],
                         choices=RECIPES,
                         help="byol+probe: a linear head on the frozen BYOL backbone, trained on the labeled images alone")
+    parser.add_argument("--members", type=int, default=1,
+                        help="also score each recipe as an ensemble of this many finetunes on the same labels (recipe '<name>+ens<K>')")
     parser.add_argument("--pretrained", default=None,
                         help="a `workbench pretrain` run that the byol recipes finetune from, instead of pretraining per seed (every seed shares it)")
     parser.add_argument("--workers", type=int, default=0)
@@ -154,13 +159,16 @@ def main() -> None:
         merged = {(r["fraction"], r["recipe"], r["seed"]): r for f in args.merge for r in json.loads(Path(f).read_text())["records"]}
         records = sorted(merged.values(), key=lambda r: (r["fraction"], r["recipe"], r["seed"]))
         save(records)
+    # The single model first: it is an ensemble's member 0, which the stage cache then reuses.
+    variants = [(name, recipe, members) for name, recipe in recipes.items() for members in sorted({1, args.members})]
     for fraction in [] if args.merge else args.fractions:
         for seed in args.seeds:
-            for name, recipe in recipes.items():
+            for recipe_name, recipe, members in variants:
+                name = recipe_name if members == 1 else f"{recipe_name}+ens{members}"
                 overrides = [
                     "dataset=pneumoniamnist", f"paths.data_dir={args.data_dir}", f"label_fraction={fraction}", f"seed={seed}",
                     f"common={quoted(common)}", f"cache_dir={runs / 'stages'}", f"recipe={recipe['recipe']}", f"recipe_name={name}",
-                    *[f"{k}={'null' if v is None else quoted(v)}" for k, v in recipe.items() if k.startswith("stages.")],
+                    f"members={members}", *[f"{k}={'null' if v is None else quoted(v)}" for k, v in recipe.items() if k.startswith("stages.")],
                 ]
                 run_dir = runs / f"{name}-{fraction}-{seed}"
                 metrics = run_stage(pipeline, "pipeline", overrides, run_dir)
