@@ -88,6 +88,7 @@ def test_a_pipeline_of_two_members_scores_their_ensemble_and_a_rerun_reuses_it(t
     single = pipeline(compose_train([*overrides, "members=1"], tmp_path / "single", config_name="pipeline"))
     assert single["stages"]["finetune"] == {"run_dir": str(members[0]), "reused": True}
     assert first["labeled_images"] == 20 and 0.0 <= first["test/auc"] <= 1.0
+    assert "| finetune (ensemble of 2) | " in (tmp_path / "first" / "report.md").read_text()
     second = pipeline(compose_train(overrides, tmp_path / "second", config_name="pipeline"))
     assert second["stages"]["finetune"] == {"run_dir": str(scored), "reused": True} and second["test/auc"] == first["test/auc"]
 

@@ -80,6 +80,8 @@ def stage_seconds(metrics: dict[str, Any]) -> float | None:
 
 
 def stage_row(name: str, metrics: dict[str, Any]) -> str:
+    if "members" in metrics:
+        name = f"{name} (ensemble of {len(metrics['members'])})"
     shown = {k: v for k, v in metrics.items() if isinstance(v, float) and (k.startswith(("test/", "val/", "quality/fid", "quality/memorized")))}
     seconds = stage_seconds(metrics)
     values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
