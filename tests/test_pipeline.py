@@ -185,9 +185,10 @@ def test_two_process_evaluation_scores_like_one_process(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         scores[threshold, "ddp_cpu"] = json.loads((run_dir_of(result) / "metrics.json").read_text())
     assert scores["val", "ddp_cpu"]["world_size"] == 2 and scores["val", "cpu"]["world_size"] == 1
-    # 9 val and 9 test images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy and threshold.
+    # 9 val and 9 test images split 5 + 4 over the ranks, none repeated: the same AUC, accuracy,
+    # loss (a mean over images, not over the ranks' means) and threshold.
     for threshold, keys in (("val", ["val/threshold"]), ("prior", ["test/threshold"])):
-        for key in ["val/auc", "val/acc", "test/auc", "test/acc", *keys]:
+        for key in ["val/auc", "val/acc", "val/loss", "test/auc", "test/acc", "test/loss", *keys]:
             assert scores[threshold, "ddp_cpu"][key] == pytest.approx(scores[threshold, "cpu"][key], abs=1e-6), (threshold, key)
     # Validation kept the checkpoint's threshold (Youden's, from training); the prior test fitted its own.
     assert scores["prior", "cpu"]["test/threshold"] != pytest.approx(scores["prior", "cpu"]["val/threshold"])

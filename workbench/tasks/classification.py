@@ -1,13 +1,14 @@
 """Computer-aided diagnosis: image-level classification, 2D or 3D, any channel count.
 
-Validation and test scores are gathered across ranks (torchmetrics CatMetric), so AUC and
-accuracy are computed on the whole split under DDP (Lightning's DistributedSampler may repeat a
-few items to even out the ranks). For two classes the decision threshold is chosen on the validation
-view at every validation (Youden's J, `threshold="val"`) and stored in the checkpoint, so the
-test split is scored with the threshold of the selected model, chosen without test labels. With a
-few validation images that choice is mostly luck; `threshold="prior"` instead fixes it, when the
-test starts, so that the selected model calls as many of the unlabeled training images positive
-as the labeled images' class prior says (see `prior_matched_threshold`).
+Validation and test scores and losses are gathered across ranks (torchmetrics CatMetric and
+MeanMetric), so AUC, accuracy and the loss are computed on the whole split under DDP, each image
+once (the datamodule's evaluation sampler does not repeat items). For two classes the decision
+threshold is chosen on the validation view at every validation (Youden's J, `threshold="val"`)
+and stored in the checkpoint, so the test split is scored with the threshold of the selected
+model, chosen without test labels. With a few validation images that choice is mostly luck;
+`threshold="prior"` instead fixes it, when the test starts, so that the selected model calls as
+many of the unlabeled training images positive as the labeled images' class prior says (see
+`prior_matched_threshold`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics import CatMetric
+from torchmetrics import CatMetric, MeanMetric
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation.classification_metrics import class_shares, classification_metrics, prior_matched_threshold, youden_threshold
@@ -95,6 +96,7 @@ class ClassificationTask(EvaluatedTask):
         self.register_buffer("decision_threshold", torch.tensor(float(threshold) if isinstance(threshold, (int, float)) else 0.5))
         self.scores = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.targets = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
     def export(self, directory: str | Path, **extra: Any) -> Path:
         """The trained backbone as backbone.pt + backbone.json, like a pretrained one: it can
@@ -190,8 +192,7 @@ class ClassificationTask(EvaluatedTask):
         self._update_scores(stage, self.evaluate_logits(batch["image"]), batch["label"].long())
 
     def _update_scores(self, stage: str, logits: torch.Tensor, target: torch.Tensor) -> None:
-        loss = F.cross_entropy(logits, target)
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(logits))
+        self.losses[stage].update(F.cross_entropy(logits.float(), target, reduction="none"))
         self.scores[stage].update(logits.softmax(1).float())
         self.targets[stage].update(target.float())
 
@@ -200,6 +201,8 @@ class ClassificationTask(EvaluatedTask):
         targets = self.targets[stage].compute().reshape(-1)
         self.scores[stage].reset()
         self.targets[stage].reset()
+        self.log(f"{stage}/loss", self.losses[stage].compute())
+        self.losses[stage].reset()
         if stage == "val" and self.hparams.threshold == "val" and self.hparams.num_classes == 2:
             self.decision_threshold.fill_(youden_threshold(probs[:, 1], targets))
         metrics = classification_metrics(probs, targets, float(self.decision_threshold))

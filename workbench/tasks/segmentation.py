@@ -2,7 +2,8 @@
 
 Validation and test run on whole images, or with MONAI's sliding-window inference when
 `roi_size` is set (the usual choice for volumes larger than the training patches). Dice is the
-mean over images of the foreground-class Dice (MONAI's `compute_dice`), gathered across ranks.
+mean over images of the foreground-class Dice (MONAI's `compute_dice`), gathered across ranks;
+the loss is averaged over images across ranks too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice
-from torchmetrics import CatMetric
+from torchmetrics import CatMetric, MeanMetric
 
 from workbench.models.segmentation import build_segmentation_net
 from workbench.tasks.base import EvaluatedTask
@@ -45,6 +46,7 @@ class SegmentationTask(EvaluatedTask):
         self.net = build_segmentation_net(net, spatial_dims, in_channels, num_classes, channels, num_res_units, dropout)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.dice = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
+        self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -70,7 +72,8 @@ class SegmentationTask(EvaluatedTask):
     def _eval_step(self, batch: dict, stage: str) -> None:
         logits = self.infer(batch["image"])
         label = batch["label"]
-        self.log(f"{stage}/loss", self.loss(logits, label), on_epoch=True, sync_dist=True, batch_size=len(label))
+        # Weighted by images across ranks: the ranks' shares of a split can differ by one image.
+        self.losses[stage].update(self.loss(logits, label), weight=len(label))
         k = self.hparams.num_classes
         pred = F.one_hot(logits.argmax(1), k).movedim(-1, 1)
         truth = F.one_hot(label[:, 0].long(), k).movedim(-1, 1)
@@ -82,4 +85,6 @@ class SegmentationTask(EvaluatedTask):
     def _eval_epoch_end(self, stage: str) -> None:
         dice = self.dice[stage].compute()
         self.dice[stage].reset()
+        self.log(f"{stage}/loss", self.losses[stage].compute())
+        self.losses[stage].reset()
         self.log(f"{stage}/dice", dice.float().mean(), prog_bar=True)
