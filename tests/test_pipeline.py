@@ -13,9 +13,9 @@ import yaml
 
 from tests.conftest import SHARED_DATA, compose_train
 from tests.test_cli import RANK_WEIGHTS, assert_ranks_trained_in_step, run_dir_of, workbench
+from workbench.errors import WorkbenchError
 from workbench.evaluate import evaluate
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
-from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import load_checkpoint
 from workbench.pipeline import pipeline
 from workbench.train import build, train
@@ -203,7 +203,7 @@ def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(t
         checkpoints.append(tmp_path / f"member{seed}" / "checkpoints" / "last.ckpt")
 
     def scored(paths: list[Path], name: str) -> dict:
-        listed = "[" + ",".join(str(p) for p in paths) + "]"
+        listed = quoted_list([str(p) for p in paths])
         return evaluate(compose_train([*data, f"ckpt_path={listed}"], tmp_path / name, config_name="evaluate"))
 
     alone, twice, pair = scored(checkpoints[:1], "alone"), scored([checkpoints[0]] * 2, "twice"), scored(checkpoints, "pair")
