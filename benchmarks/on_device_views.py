@@ -36,12 +36,11 @@ import torch
 from common import ImagesPerSecond, add_trainer_argument, run_stage, trainer_overrides
 
 from workbench.data import MedicalDataModule, PhantomSource
+from workbench.data.augment import multi_view, weak_strong
 from workbench.pretrain import pretrain
 from workbench.runs import epoch_history
 from workbench.semi import FixMatch
-from workbench.semi.views import weak_strong
 from workbench.ssl import SimCLR
-from workbench.ssl.views import multi_view
 
 RESULTS = Path(__file__).parent / "results"
 # On-device views leave only deterministic work per image, which data.cache=memory keeps.

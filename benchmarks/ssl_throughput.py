@@ -30,8 +30,8 @@ from common import ImagesPerSecond
 from workbench.data import MedicalDataModule, PhantomSource
 from workbench.models.backbones import build_backbone
 from workbench.ssl import SimCLR
-from workbench.ssl.views import multi_view
-from workbench.tasks.optim import warmup_cosine
+from workbench.data.augment import multi_view
+from workbench.models.optim import warmup_cosine
 
 RESULTS = Path(__file__).parent / "results" / "ssl_throughput.json"
 

@@ -76,7 +76,7 @@ class RankPrototypes(pl.Callback):
         torch.distributed.all_gather_object(episodes, self.episodes)
         if trainer.is_global_zero:
             report = {
-                "labeled_images": len(trainer.datamodule.views["labeled"]),
+                "labeled_images": len(trainer.datamodule.subsets["labeled"]),
                 "max_difference_from_one_process": float(differences.max()),
                 "episodes_per_rank": episodes,
             }

@@ -10,9 +10,9 @@ from workbench.data import ArchiveSource, DatalistSource, ImageFolderSource, Med
 from workbench.errors import WorkbenchError
 
 
-def first_batch(dm: MedicalDataModule, view: str = "test"):
+def first_batch(dm: MedicalDataModule, subset: str = "test"):
     dm.setup()
-    return next(iter(dm._loader(view, shuffle=False, batch_size=2)))
+    return next(iter(dm._loader(subset, shuffle=False, batch_size=2)))
 
 
 def test_missing_path(tmp_path):
@@ -130,7 +130,7 @@ def test_nan_voxels(tmp_path):
     array[0, 0, 0] = np.nan
     write_nifti(tmp_path / "nan.nii.gz", array)
     with pytest.raises(WorkbenchError, match=r"nan\.nii\.gz: image has NaN or Inf"):
-        first_batch(MedicalDataModule(ArchiveSource(str(tmp_path), spatial_dims=3)), view="unlabeled")
+        first_batch(MedicalDataModule(ArchiveSource(str(tmp_path), spatial_dims=3)), subset="unlabeled")
 
 
 # ----- through the command line: exit status and one line on stderr ---------------------------

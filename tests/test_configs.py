@@ -138,3 +138,34 @@ def test_the_processes_of_one_launch_name_one_run_directory(monkeypatch, capsys)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", return_hydra_config=True, overrides=["paths.log_dir=/logs"])
     assert cfg.hydra.run.dir == "/logs/train/runs/torchrun-job-7"
+
+
+# Every module option built, with its datamodule and trainer, on the phantoms its task takes:
+# what `workbench <command>` does before it fits. The latent diffusion model needs a trained
+# autoencoder run (built and trained in tests/generators/test_generators.py).
+PHANTOM = ["data.source.size=16", "data.source.num_train=16", "data.source.num_val=4", "data.source.num_test=4", "data.batch_size=4",
+           "data.label_fraction=0.5"]
+MODEL_GROUPS = {"train": "task", "pretrain": "ssl", "synthesize": "generator"}
+BUILDS = [(c, o) for c, g in MODEL_GROUPS.items() for g2, o in OPTIONS if g2 == g and o != "ldm"]
+
+
+@pytest.mark.parametrize("command, option", BUILDS, ids=[f"{c}:{o}" for c, o in BUILDS])
+def test_every_module_option_builds_with_its_datamodule_on_phantoms(tmp_path, command, option):
+    from workbench.runner import build
+
+    key = MODEL_GROUPS[command]
+    extra = ["data.pretrain_views.size=16"] if command == "pretrain" else []
+    if option == "protonet":
+        extra = ["data.k_shot=4", "data.episodes.k_shot=2", "data.episodes.n_query=2"]
+    cfg = compose_train([f"{key}={option}", *PHANTOM, *extra, "logger=none"], tmp_path, config_name=command)
+    datamodule, model, trainer = build(cfg, key)
+    assert model.data_task in ("pretrain", datamodule.data.task)
+    assert type(model).__name__ == cfg[key]._target_.rsplit(".", 1)[-1]
+    batch = next(iter(datamodule.train_dataloader()))
+    if datamodule.mode == "semi":  # the combined loader yields (batch, index, loader index)
+        assert set(batch[0]) == {"labeled", "unlabeled"} and "label" not in batch[0]["unlabeled"]
+    elif datamodule.mode == "pretrain":
+        views = cfg.data.pretrain_views
+        assert command == "pretrain" and len(batch["views"]) == views.n_global + views.n_local
+    else:
+        assert {"image", "label"} <= set(batch) and len(batch["image"]) == len(batch["label"])

@@ -18,14 +18,12 @@ from workbench.evaluate import evaluate
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
 from workbench.models.checkpoints import load_checkpoint
 from workbench.pipeline import pipeline
-from workbench.train import build, train
+from workbench.runner import build
+from workbench.stages import quoted_list
+from workbench.train import train
 
 TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
 TINY_TRAIN = [*TINY, "trainer.max_epochs=1", "task.width=0.25"]
-
-
-def quoted_list(items: list[str]) -> str:
-    return "[" + ",".join(f"'{i}'" for i in items) + "]"
 
 
 def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
@@ -102,6 +100,13 @@ def test_members_the_finetune_task_cannot_ensemble_are_refused_before_any_stage_
     with pytest.raises(WorkbenchError, match=expected):
         pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
     assert not (tmp_path / "stages").exists()
+
+
+def test_a_bad_stage_override_is_refused_before_anything_is_written(tmp_path):
+    overrides = [f"stages.finetune={quoted_list(['task.no_such_key=1'])}", f"cache_dir={tmp_path / 'stages'}", "recipe=ssl"]
+    with pytest.raises(WorkbenchError, match=r"stages.finetune: Could not override 'task.no_such_key'"):
+        pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+    assert not (tmp_path / "stages").exists() and not (tmp_path / "run" / "config.yaml").exists()
 
 
 def stage_config(summary: dict, stage: str) -> dict:

@@ -11,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, ListConfig
 
-from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.models.ensemble import checkpoint_ensemble
-from workbench.runs import run_command, save_config, write_run_summary
-from workbench.train import build, command_line_overrides
+from workbench.runner import build, command_line_overrides, finish_run, hydra_entry, logged
+from workbench.runs import save_config
 
 
 def checkpoint_paths(value: Any) -> list[str]:
@@ -47,18 +45,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": single or paths, "world_size": trainer.world_size}
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
         run(model, datamodule=datamodule, ckpt_path=single, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")})
+        metrics.update(logged(trainer, f"{stage}/"))
     if trainer.is_global_zero:
         title = f"evaluate: {single}" if single else f"evaluate: an ensemble of {len(paths)} checkpoints"
-        metrics["files"] = write_run_summary(run_dir, metrics, title=title)
-        print(", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))))
-        print(f"Run directory: {run_dir}")
+        finish_run(run_dir, metrics, title, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("val/", "test/"))))
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
-def main(cfg: DictConfig) -> Any:
-    return run_command(evaluate, cfg)
+main = hydra_entry(evaluate, "evaluate")
 
 
 if __name__ == "__main__":

@@ -14,28 +14,30 @@ backbone (`task.pretrained` with its architecture and width) and the synthetic e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
+from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from workbench.config_path import config_dir
-from workbench.errors import WorkbenchError
+from workbench.data.synthetic import SyntheticSet
+from workbench.errors import WorkbenchError, first_line
 from workbench.evaluate import evaluate
 from workbench.io import write_text_atomic
+from workbench.models.pretrained import PretrainedBackbone
 from workbench.pretrain import pretrain
-from workbench.runs import run_command, save_config, set_environment_defaults, write_run_summary
-from workbench.stages import compose_stage, run_stage
+from workbench.runner import command_line_overrides, hydra_entry
+from workbench.runs import save_config, set_environment_defaults, write_run_summary
+from workbench.stages import compose_stage, quoted_list, run_stage
 from workbench.synthesize import synthesize
-from workbench.train import command_line_overrides, train
+from workbench.train import train
 
 TEST_KEYS = ("test/auc", "test/acc", "test/dice")
-ARCHITECTURE_KEYS = ("task.backbone=", "task.width=", "task.small_input=")
+# Each stage of a recipe and the command whose config its overrides change.
+STAGE_COMMANDS = {"pretrain": "pretrain", "synthesize": "synthesize", "finetune": "train", "baseline": "train"}
 
 
 def overrides_of(node: Any, key: str) -> list[str] | None:
@@ -47,21 +49,18 @@ def overrides_of(node: Any, key: str) -> list[str] | None:
     return [str(o) for o in node]
 
 
-def wiring(stages: dict[str, dict], synthetic_ratio: float | None) -> list[str]:
-    """Overrides that hand the earlier stages' artifacts to the finetune stage."""
-    wired = []
+def wiring(stages: dict[str, dict], synthetic_ratio: float | None) -> tuple[list[str], list[str]]:
+    """Overrides that hand the earlier stages' artifacts to the finetune stage, and those the
+    baseline shares with it (the pretrained backbone's architecture, without its weights)."""
+    wired: list[str] = []
+    architecture: list[str] = []
     if "pretrain" in stages:
-        run_dir = Path(stages["pretrain"]["run_dir"])
-        meta = json.loads((run_dir / "backbone.json").read_text())
-        wired += [f"task.pretrained={run_dir}", f"task.backbone={meta['backbone']}", f"task.width={meta.get('width', 1.0)}",
-                  f"task.small_input={str(meta['small_input']).lower()}"]
+        backbone = PretrainedBackbone.from_run_dir(stages["pretrain"]["run_dir"])
+        wired += backbone.to_overrides()
+        architecture = backbone.architecture_overrides()
     if "synthesize" in stages:
-        export = stages["synthesize"].get("synthetic")
-        if not export:
-            raise WorkbenchError("stages.synthesize exported nothing: add generate.n_per_class=<images per class> to its overrides")
-        wired += [f"data.synthetic_source={{_target_:workbench.data.SyntheticSource,path:'{export}'}}",
-                  f"data.synthetic_ratio={'null' if synthetic_ratio is None else synthetic_ratio}"]
-    return wired
+        wired += SyntheticSet.from_run(stages["synthesize"]).to_overrides(synthetic_ratio)
+    return wired, architecture
 
 
 def from_rank_zero(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -107,14 +106,31 @@ def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str,
     return "\n".join(lines) + "\n"
 
 
-def check_members(members: int, finetune: list[str]) -> None:
-    """Before any stage runs: `members` is a count, and above 1 the finetune task can be scored
-    as an ensemble."""
+def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | None]:
+    """Each stage's overrides (None: the stage is skipped), every stage's config composed once
+    before any stage runs, so a bad recipe is refused before anything is trained or written."""
+    plan = {name: overrides_of(cfg.stages.get(name), name) for name in STAGE_COMMANDS}
+    if plan["finetune"] is None:
+        raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
+    composed = {}
+    for name, overrides in plan.items():
+        if overrides is None:
+            continue
+        try:
+            composed[name] = compose_stage(STAGE_COMMANDS[name], [*shared, *overrides])
+        except HydraException as e:
+            raise WorkbenchError(f"stages.{name}: {first_line(e)}") from None
+    check_members(cfg.members, composed["finetune"])
+    return plan
+
+
+def check_members(members: int, finetune: DictConfig) -> None:
+    """`members` is a count, and above 1 the finetune task can be scored as an ensemble."""
     if not isinstance(members, int) or members < 1:
         raise WorkbenchError(f"members={members}: expected 1 (one model) or more (an ensemble of that many)")
     if members == 1:
         return
-    task = get_class(compose_stage("train", finetune).task._target_)
+    task = get_class(finetune.task._target_)
     if not getattr(task, "scores_ensembles", False):
         raise WorkbenchError(
             f"members={members}: {task.__name__} cannot be scored as an ensemble; expected a classifier (task=classification, fixmatch, ...)"
@@ -133,8 +149,7 @@ def trained(cfg: DictConfig, overrides: list[str], cache: Path) -> dict[str, Any
     if len(runs) == 1:
         return runs[0]
     checkpoints = [r["best_checkpoint"] or str(Path(r["run_dir"]) / "checkpoints" / "last.ckpt") for r in runs]
-    listed = "[" + ",".join(f"'{c}'" for c in checkpoints) + "]"
-    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, f"ckpt_path={listed}"], cache_dir=cache))
+    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, f"ckpt_path={quoted_list(checkpoints)}"], cache_dir=cache))
     return {
         **scored,
         "labeled_images": runs[0]["labeled_images"],
@@ -152,24 +167,20 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Under DDP every rank runs the pipeline (Lightning starts the others with this command line);
     # only rank 0 writes the pipeline's own files, as the stages do.
     writer = rank_zero_only.rank == 0
-    if writer:
-        save_config(cfg, run_dir, command_line_overrides())
     cache = Path(cfg.cache_dir)
     shared = [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
               f"paths.data_dir={cfg.paths.data_dir}", *[str(o) for o in cfg.common]]
-    plan = {name: overrides_of(cfg.stages.get(name), name) for name in ("pretrain", "synthesize", "finetune", "baseline")}
-    if plan["finetune"] is None:
-        raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
-    check_members(cfg.members, [*shared, *plan["finetune"]])
+    plan = recipe_plan(cfg, shared)
+    if writer:
+        save_config(cfg, run_dir, command_line_overrides())
     stages: dict[str, dict] = {}
     if plan["pretrain"] is not None:
         stages["pretrain"] = from_rank_zero(run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache))
     if plan["synthesize"] is not None:
         stages["synthesize"] = from_rank_zero(run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache))
-    wired = wiring(stages, cfg.synthetic_ratio)
+    wired, architecture = wiring(stages, cfg.synthetic_ratio)
     stages["finetune"] = trained(cfg, [*shared, *wired, *plan["finetune"]], cache)
     if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
-        architecture = [o for o in wired if o.startswith(ARCHITECTURE_KEYS)]
         stages["baseline"] = trained(cfg, [*shared, *architecture, *plan["baseline"]], cache)
 
     final = stages["finetune"]
@@ -194,9 +205,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="pipeline")
-def main(cfg: DictConfig) -> Any:
-    return run_command(pipeline, cfg)
+main = hydra_entry(pipeline, "pipeline")
 
 
 if __name__ == "__main__":

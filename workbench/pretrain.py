@@ -1,45 +1,35 @@
 """`workbench pretrain`: self-supervised pretraining of a backbone on the datamodule's training
 images with their labels hidden (plus an unlabeled archive when given), with online kNN and
-linear-probe evaluation on the labeled view, ending with `backbone.pt` + `backbone.json` in the
-run directory for the downstream tasks (`task.pretrained=<run dir>`)."""
+linear-probe evaluation on the labeled subset, ending with `backbone.pt` + `backbone.json` in
+the run directory for the downstream tasks (`task.pretrained=<run dir>`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from workbench.config_path import config_dir
-from workbench.runs import run_command, write_run_summary
-from workbench.train import fit_on_datamodule
+from workbench.runner import finish_run, fit_on_datamodule, fit_summary, hydra_entry, logged
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer, seconds = fit_on_datamodule(cfg, "ssl")
     metrics: dict[str, Any] = {
-        "run_dir": str(run_dir),
+        **fit_summary(trainer, run_dir, "pretrain_seconds", seconds),
         "method": model.method,
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "pretrain_seconds": seconds,
-        "pretrain_images": len(datamodule.views["pretrain"]),
+        "pretrain_images": len(datamodule.subsets["pretrain"]),
+        **logged(trainer, "val/"),
     }
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     if trainer.is_global_zero:
         weights = model.export(run_dir, data=datamodule.data.description, seed=cfg.seed, pretrain_seconds=seconds)
         metrics["backbone"] = str(weights)
-        metrics["files"] = write_run_summary(run_dir, metrics, title=f"{model.method}: {datamodule.data.description}")
-        print(f"Backbone: {weights}\nRun directory: {run_dir}")
+        finish_run(run_dir, metrics, f"{model.method}: {datamodule.data.description}", f"Backbone: {weights}")
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="pretrain")
-def main(cfg: DictConfig) -> Any:
-    return run_command(pretrain, cfg)
-
+main = hydra_entry(pretrain, "pretrain")
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,12 @@ def without_nulls(tree: Any) -> Any:
     return [without_nulls(v) for v in tree] if isinstance(tree, list) else tree
 
 
+def quoted_list(items: list[str]) -> str:
+    """A Hydra override value holding a list of strings, each quoted (paths and overrides may
+    hold '=' or ',')."""
+    return "[" + ",".join(f"'{item}'" for item in items) + "]"
+
+
 def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
     """A command's config with overrides, inside a running Hydra app or outside one."""
     if GlobalHydra.instance().is_initialized():

@@ -1,35 +1,37 @@
-"""The datamodule's views keep to the label budget and are recorded in split.json."""
+"""The datamodule's subsets keep to the label budget and are recorded in split.json."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from workbench.data import MedicalDataModule, PhantomSource
 from workbench.data.transforms import build_transforms
+from workbench.errors import WorkbenchError
 
 
 def phantom(**kw) -> PhantomSource:
     return PhantomSource(num_train=100, num_val=50, num_test=20, **kw)
 
 
-def test_views_respect_the_label_budget_and_hide_labels(tmp_path):
+def test_subsets_respect_the_label_budget_and_hide_labels(tmp_path):
     dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=1, output_dir=str(tmp_path))
     dm.setup()
-    assert len(dm.views["labeled"]) == 10 and len(dm.views["unlabeled"]) == 90
-    assert len(dm.views["val"]) == 5  # val drawn at the same fraction as the labels
-    assert len(dm.views["test"]) == 20  # test stays whole
-    assert all("label" not in r for r in dm.views["unlabeled"])
-    labeled_ids = {r["id"] for r in dm.views["labeled"]}
-    assert not labeled_ids & {r["id"] for r in dm.views["unlabeled"]}
+    assert len(dm.subsets["labeled"]) == 10 and len(dm.subsets["unlabeled"]) == 90
+    assert len(dm.subsets["val"]) == 5  # val drawn at the same fraction as the labels
+    assert len(dm.subsets["test"]) == 20  # test stays whole
+    assert all("label" not in r for r in dm.subsets["unlabeled"])
+    labeled_ids = {r["id"] for r in dm.subsets["labeled"]}
+    assert not labeled_ids & {r["id"] for r in dm.subsets["unlabeled"]}
     record = json.loads((tmp_path / "split.json").read_text())
     assert set(record["labeled_ids"]) == labeled_ids
     assert record["counts"] == {
         "labeled": 10, "unlabeled": 90, "unlabeled_train": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0
     }
-    assert all("label" not in r for r in dm.views["pretrain"])  # SSL sees every image, no label
+    assert all("label" not in r for r in dm.subsets["pretrain"])  # SSL sees every image, no label
 
 
 def test_unlabeled_train_leaves_out_the_separate_archive():
@@ -37,16 +39,16 @@ def test_unlabeled_train_leaves_out_the_separate_archive():
     archive = PhantomSource(num_train=30, num_val=2, num_test=2, seed=5)
     dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=1, unlabeled_source=archive)
     dm.setup()
-    assert len(dm.views["unlabeled"]) == 120 and len(dm.views["unlabeled_train"]) == 90
-    assert dm.views["unlabeled_train"] == dm.views["unlabeled"][:90]
-    assert all("label" not in r for r in dm.views["unlabeled_train"])
+    assert len(dm.subsets["unlabeled"]) == 120 and len(dm.subsets["unlabeled_train"]) == 90
+    assert dm.subsets["unlabeled_train"] == dm.subsets["unlabeled"][:90]
+    assert all("label" not in r for r in dm.subsets["unlabeled_train"])
 
 
 def test_same_seed_same_split_other_seed_other_split(tmp_path):
     def ids(seed):
         dm = MedicalDataModule(phantom(), label_fraction=0.1, split_seed=seed)
         dm.setup()
-        return [r["id"] for r in dm.views["labeled"]]
+        return [r["id"] for r in dm.subsets["labeled"]]
 
     assert ids(3) == ids(3)
     assert ids(3) != ids(4)
@@ -55,8 +57,8 @@ def test_same_seed_same_split_other_seed_other_split(tmp_path):
 def test_k_shot_view(tmp_path):
     dm = MedicalDataModule(phantom(), k_shot=4, val_fraction=1.0)
     dm.setup()
-    assert sorted(r["label"] for r in dm.views["labeled"]) == [0] * 4 + [1] * 4
-    assert len(dm.views["val"]) == 50
+    assert sorted(r["label"] for r in dm.subsets["labeled"]) == [0] * 4 + [1] * 4
+    assert len(dm.subsets["val"]) == 50
 
 
 def test_3d_segmentation_batches_have_masks():
@@ -85,13 +87,13 @@ def test_intensity_modes_on_16_bit_data():
 
 
 def test_semi_supervised_batches_pair_labeled_and_unlabeled_views():
-    from workbench.semi.views import weak_strong
+    from workbench.data.augment import weak_strong
 
-    dm = MedicalDataModule(phantom(), label_fraction=0.1, batch_size=4, unlabeled_ratio=2, unlabeled_views=weak_strong(2, cutout=6))
+    dm = MedicalDataModule(phantom(), mode="semi", label_fraction=0.1, batch_size=4, unlabeled_ratio=2, unlabeled_views=weak_strong(2, cutout=6))
     dm.setup()
     loader = dm.train_dataloader()
     batches = [batch for batch, _, _ in loader]  # CombinedLoader yields (batch, index, loader index)
-    assert len(batches) == 90 // 8  # one pass over the unlabeled view (batches of 2 x 4, last partial dropped)
+    assert len(batches) == 90 // 8  # one pass over the unlabeled subset (batches of 2 x 4, last partial dropped)
     batch = batches[0]
     assert batch["labeled"]["image"].shape == (4, 1, 32, 32) and batch["labeled"]["label"].shape == (4,)
     weak, strong = batch["unlabeled"]["views"]
@@ -102,13 +104,13 @@ def test_semi_supervised_batches_pair_labeled_and_unlabeled_views():
     assert all(((s == 0).sum() >= 36) for s in strong)
 
 
-def test_episodes_come_from_the_labeled_view():
-    dm = MedicalDataModule(phantom(), k_shot=6, episodes={"n_way": 2, "k_shot": 2, "n_query": 3, "per_epoch": 4})
+def test_episodes_come_from_the_labeled_subset():
+    dm = MedicalDataModule(phantom(), mode="episodes", k_shot=6, episodes={"n_way": 2, "k_shot": 2, "n_query": 3, "per_epoch": 4})
     dm.setup()
     episodes = list(dm.train_dataloader())
     assert len(episodes) == 4
     assert episodes[0]["label"].tolist() == [0, 0, 1, 1, 0, 0, 0, 1, 1, 1]
-    labeled = {r["id"] for r in dm.views["labeled"]}
+    labeled = {r["id"] for r in dm.subsets["labeled"]}
     assert all(i in labeled for e in episodes for i in e["id"])
 
 
@@ -122,3 +124,17 @@ def test_memory_cache_serves_in_memory_sources_with_the_same_items():
     for i in (0, 7, 19):
         assert torch.equal(a[i]["image"], b[i]["image"]) and a[i]["label"] == b[i]["label"]
     assert type(b[0]["image"]) is torch.Tensor  # no MONAI metadata in the cache either
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "semi"}, r"data.mode=semi needs data.unlabeled_ratio"),
+        ({"mode": "episodes"}, r"data.mode=episodes needs data.episodes"),
+        ({"unlabeled_ratio": 2}, r"data.unlabeled_ratio is set, but data.mode=plain does not use it; expected data.mode=semi"),
+        ({"mode": "pretraining"}, r"data.mode='pretraining': expected one of"),
+    ],
+)
+def test_the_training_mode_is_explicit_and_checked(kwargs, message):
+    with pytest.raises(WorkbenchError, match=message):
+        MedicalDataModule(phantom(), **kwargs)

@@ -57,7 +57,7 @@ def test_medmnist_batches_are_scaled_from_uint8(tmp_path):
     dm.setup()
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (8, 1, 28, 28) and batch["image"].dtype.is_floating_point
-    raw = np.stack([r["image"] for r in dm.views["val"][:8]]) / 255.0
+    raw = np.stack([r["image"] for r in dm.subsets["val"][:8]]) / 255.0
     np.testing.assert_allclose(batch["image"].numpy(), raw, atol=1e-6)
 
 
@@ -139,7 +139,7 @@ def test_archive_scans_recursively_and_streams(tmp_path):
     source = ArchiveSource(str(tmp_path), spatial_dims=2)
     dm = MedicalDataModule(source, image_size=16, batch_size=3, cache="disk", cache_dir=str(tmp_path / "cache"))
     dm.setup()
-    assert len(dm.views["unlabeled"]) == 3 and dm.views["labeled"] == []
+    assert len(dm.subsets["unlabeled"]) == 3 and dm.subsets["labeled"] == []
     batch = next(iter(dm.unlabeled_dataloader()))
     assert batch["image"].shape == (3, 1, 16, 16) and "label" not in batch
     assert any((tmp_path / "cache").iterdir())  # PersistentDataset wrote its cache

@@ -14,7 +14,8 @@ from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
 from workbench.data.synthetic import RealSyntheticSampler
 from workbench.errors import WorkbenchError
-from workbench.generate import generate, sampling_device
+from workbench.generate import generate
+from workbench.generators.sampling import sampling_device
 from workbench.generators import ConditionalGAN, DiffusionModel
 from workbench.generators import export as export_module
 from workbench.generators.base import generator_ema_decay
@@ -206,9 +207,9 @@ def test_export_round_trips_through_the_synthetic_source(tmp_path):
     dm = MedicalDataModule(SyntheticSource(str(out)), intensity_mode="range", intensity_range=[0, 255])
     dm.load()
     loaded = torch.stack([dm.dataset("labeled", train=False)[i]["image"] for i in range(6)])
-    order = [int(r["id"].split("/")[-1][:6]) for r in dm.views["labeled"]]
+    order = [int(r["id"].split("/")[-1][:6]) for r in dm.subsets["labeled"]]
     assert torch.allclose(loaded, images[order], atol=0.5 / 255 + 1e-6)
-    assert [r["label"] for r in dm.views["labeled"]] == labels[order].tolist()
+    assert [r["label"] for r in dm.subsets["labeled"]] == labels[order].tolist()
     # Per-image normalised data (no range) is stored in 16 bits.
     out16 = export_synthetic(tmp_path / "set16", images, labels, "classification", 2, None, {})
     assert json.loads((out16 / "manifest.json").read_text())["file_format"] == "png16"
@@ -223,7 +224,7 @@ def test_export_of_3d_segmentation_pairs_round_trips(tmp_path):
     dm = MedicalDataModule(SyntheticSource(str(out)), intensity_mode="none")
     dm.load()
     item = dm.dataset("labeled", train=False)[0]
-    index = int(dm.views["labeled"][0]["id"].split("/")[-1][:6])
+    index = int(dm.subsets["labeled"][0]["id"].split("/")[-1][:6])
     assert torch.allclose(item["image"], images[index], atol=1e-6) and torch.equal(item["label"], masks[index])
 
 
@@ -260,7 +261,7 @@ def test_datamodule_mixes_synthetic_images_at_the_configured_ratio(tmp_path):
     dm = MedicalDataModule(real, label_fraction=0.25, batch_size=4, synthetic_source=SyntheticSource(str(out)), synthetic_ratio=2.0)
     dm.load()
     loader = dm.train_dataloader()
-    assert len(dm.views["labeled"]) == 10 and len(loader.sampler) == 10 + 20
+    assert len(dm.subsets["labeled"]) == 10 and len(loader.sampler) == 10 + 20
     epoch = list(loader.sampler)
     assert sorted(i for i in epoch if i < 10) == list(range(10))  # every real image once
     assert len({i for i in epoch if i >= 10}) == 20  # 20 distinct synthetic ones

@@ -17,7 +17,8 @@ from hydra.utils import instantiate
 from tests.conftest import EVERY_PARAMETER_LEARNS, REPO, compose_train, run_cli
 from workbench.data.episodes import EpisodeSampler
 from workbench.errors import WorkbenchError
-from workbench.semi.base import EMATeacher, ema_decay, sigmoid_rampup
+from workbench.models.ema import EMATeacher, ema_decay
+from workbench.semi.base import sigmoid_rampup
 from workbench.semi.cps import cross_pseudo_loss
 from workbench.semi.fixmatch import FixMatch, align_distribution, confident_pseudo_label_loss
 from workbench.semi.freematch import FreeMatch, fairness_loss, freematch_mask, update_thresholds
@@ -63,9 +64,8 @@ def test_every_method_trains_on_phantoms(tmp_path, overrides):
 
 
 def test_semi_supervised_task_without_unlabeled_batches_is_refused(tmp_path):
-    cfg = compose_train(["task=fixmatch", "data.unlabeled_ratio=null", *TINY_2D, *STEPS], tmp_path)
-    with pytest.raises(WorkbenchError, match="needs labeled and unlabeled batches: set data.unlabeled_ratio"):
-        train(cfg)
+    with pytest.raises(WorkbenchError, match="data.mode=semi needs data.unlabeled_ratio"):
+        train(compose_train(["task=fixmatch", "data.unlabeled_ratio=null", *TINY_2D, *STEPS], tmp_path))
 
 
 def test_fixmatch_evaluates_and_exports_its_ema_model(tmp_path):
@@ -114,7 +114,7 @@ def test_fixmatch_aligns_pseudo_labels_to_the_labeled_prior(tmp_path):
     state = torch.load(metrics["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    labels = torch.tensor([int(r["label"]) for r in datamodule.views["labeled"]])
+    labels = torch.tensor([int(r["label"]) for r in datamodule.subsets["labeled"]])
     assert torch.allclose(state["labeled_prior"], torch.bincount(labels, minlength=2) / len(labels))
     # Two steps at momentum 0.5 move the running prediction off its start (the labeled prior).
     assert state["predicted_prior"].sum().item() == pytest.approx(1.0)
@@ -123,8 +123,7 @@ def test_fixmatch_aligns_pseudo_labels_to_the_labeled_prior(tmp_path):
 
 
 def test_distribution_alignment_needs_every_class_among_the_labels():
-    model = FixMatch(in_channels=1, num_classes=3, width=0.25, distribution_alignment=True)
-    model._trainer = SimpleNamespace(datamodule=SimpleNamespace(views={"labeled": [{"label": 0}, {"label": 2}]}))
+    model = FixMatch(in_channels=1, num_classes=3, width=0.25, distribution_alignment=True, class_prior=[0.5, 0.0, 0.5])
     with pytest.raises(WorkbenchError, match=r"task.distribution_alignment=true needs every class among the labeled images; classes \[1\] have none"):
         model.on_fit_start()
 

@@ -15,7 +15,7 @@ from workbench.errors import WorkbenchError
 from workbench.models.pretrained import load_backbone
 from workbench.pretrain import pretrain
 from workbench.ssl import BYOL, SimCLR
-from workbench.ssl.views import multi_view
+from workbench.data.augment import multi_view
 from workbench.tasks.classification import ClassificationTask
 
 TINY = [
@@ -168,7 +168,7 @@ def test_head_norm_standardises_the_probe_features_and_survives_a_batch_of_one(t
 def test_head_only_epochs_keep_the_pretrained_backbone_untouched(tmp_path):
     """LP-FT: during the head-only epochs the backbone's weights and batch-norm statistics stay
     as pretrained while the head learns; its optimizer group starts at lr 0 and joins later."""
-    from workbench.tasks.optim import warmup_cosine
+    from workbench.models.optim import warmup_cosine
     from workbench.train import train
 
     SimCLR(in_channels=1, backbone="resnet18", width=0.25).export(tmp_path / "pre")

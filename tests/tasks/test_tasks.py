@@ -81,7 +81,7 @@ def test_width_narrows_the_backbone(name, spatial_dims, full_dim):
 
 
 def test_backbone_lr_scale_slows_only_the_backbone():
-    from workbench.tasks.optim import warmup_cosine
+    from workbench.models.optim import warmup_cosine
 
     task = ClassificationTask(in_channels=1, num_classes=2, width=0.25, lr=1e-2, backbone_lr_scale=0.1)
     groups = task.parameter_groups()
@@ -121,17 +121,17 @@ def test_prior_matched_threshold_calls_the_prior_share_positive():
 
 
 def test_prior_threshold_matches_the_labeled_prior_on_the_unlabeled_training_images(tmp_path):
-    from workbench.train import build
+    from workbench.runner import build
 
     cfg = compose_train(["task=classification", "task.threshold=prior", "data.label_fraction=0.5"], tmp_path)
     datamodule, model, trainer = build(cfg, "task")
     trainer.test(model, datamodule=datamodule, verbose=False)
     threshold = float(trainer.callback_metrics["test/threshold"])
-    labeled = [int(r["label"]) for r in datamodule.views["labeled"]]
+    labeled = [int(r["label"]) for r in datamodule.subsets["labeled"]]
     model.eval()
     with torch.no_grad():
         scores = torch.cat([model(b["image"]).softmax(1)[:, 1] for b in datamodule.eval_dataloader("unlabeled_train")])
-    assert len(scores) == len(datamodule.views["unlabeled_train"]) > 10
+    assert len(scores) == len(datamodule.subsets["unlabeled_train"]) > 10
     # The untrained model's scores are spread, so the share called positive is the prior to within one image.
     assert abs(float((scores >= threshold).float().mean()) - sum(labeled) / len(labeled)) <= 1 / len(scores) + 1e-6
     assert threshold == pytest.approx(float(model.decision_threshold))

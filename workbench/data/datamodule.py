@@ -1,29 +1,20 @@
-"""The one datamodule every stage takes: labeled, unlabeled, val and test views of a source.
+"""The one datamodule every stage takes: loaders over the record subsets of a source.
 
-- `labeled`: the training records inside the label budget (`label_fraction` or `k_shot`),
-  stratified and seeded, per patient where patient ids exist.
-- `unlabeled`: the rest of the training records with their labels removed, plus an optional
-  separate archive (`unlabeled_source`); `unlabeled_train` is that rest alone, drawn from the
-  same distribution as the labeled view (a classifier's prior-matched threshold is fitted on it).
-- `val`: the official val split, subsampled at the same label fraction by default, so model
-  selection spends no labels beyond the budget (`val_fraction` overrides).
-- `test`: the official test split, whole, from real data only.
-- `pretrain`: every training image with its label removed, plus `unlabeled_source`; used when
-  `pretrain_views` (a multi-view transform) is set: self-supervised training then draws from
-  it, and validation yields the labeled and val views for online evaluation.
-- `synthetic`: an exported synthetic set (`synthetic_source`, a SyntheticSource), mixed into
-  the labeled training batches: each epoch every real labeled image plus `synthetic_ratio`
-  synthetic images per real one (all of them when null), drawn afresh.
-The chosen ids are written to `split.json` in the run directory.
+`workbench.data.subsets.plan_subsets` decides which records go where (labeled, unlabeled,
+val, test, pretrain, synthetic) from the source and the label budget; this module loads the
+sources, records the plan in `split.json` and builds MONAI datasets and loaders over it.
 
-Training batches come from the labeled view, except:
-- with `pretrain_views`: from the pretrain view;
-- with `unlabeled_ratio` (semi-supervised; unlabeled images per labeled image in a batch,
-  FixMatch's mu): {"labeled": batch, "unlabeled": batch}, one pass over the unlabeled view per
-  epoch with the labeled view cycled; `unlabeled_views` (e.g. weak and strong augmentations)
-  then replaces the unlabeled view's own augmentation (drawn per batch on the training device
-  where it is `on_device`);
-- with `episodes` (few-shot): N-way K-shot episodes of the labeled view; under DDP each rank
+`mode` says what the training batches are, explicitly (the task configs set it):
+- `plain`: the labeled subset, with an exported synthetic set (`synthetic_source`, a
+  SyntheticSource) mixed in when given: each epoch every real labeled image plus
+  `synthetic_ratio` synthetic images per real one (all of them when null), drawn afresh;
+- `pretrain`: the pretrain subset through `pretrain_views` (a multi-view augmentation);
+  validation then yields the labeled and val subsets for online evaluation;
+- `semi`: {"labeled": batch, "unlabeled": batch} with `unlabeled_ratio` unlabeled images per
+  labeled one (FixMatch's mu), one pass over the unlabeled subset per epoch with the labeled
+  subset cycled; `unlabeled_views` (e.g. weak and strong augmentations) replaces the unlabeled
+  subset's own augmentation (drawn per batch on the training device where it is `on_device`);
+- `episodes`: N-way K-shot episodes of the labeled subset (`episodes`); under DDP each rank
   draws its own share of them.
 """
 
@@ -43,13 +34,16 @@ from torch.utils.data import ConcatDataset
 
 from workbench.data.episodes import Episodes, EpisodeSampler
 from workbench.data.source import SourceData
-from workbench.data.splits import class_counts, fraction_subset, k_shot_subset
+from workbench.data.splits import class_counts
+from workbench.data.subsets import LabelBudget, class_prior, plan_subsets
 from workbench.data.synthetic import RealSyntheticSampler, check_compatible
-from workbench.data.transforms import WithoutMetadata, build_transforms, strip_label
+from workbench.data.transforms import WithoutMetadata, build_transforms
 from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.io import write_json_atomic
 
 CACHE_MODES = ("none", "memory", "disk")
+# Each training mode and the setting it needs (none for plain).
+MODES = {"plain": None, "pretrain": "pretrain_views", "semi": "unlabeled_ratio", "episodes": "episodes"}
 
 
 class _PlainErrors:
@@ -77,6 +71,7 @@ class MedicalDataModule(pl.LightningDataModule):
     def __init__(
         self,
         source: Any,
+        mode: str = "plain",
         label_fraction: float = 1.0,
         k_shot: int | None = None,
         val_fraction: float | None = None,
@@ -101,11 +96,13 @@ class MedicalDataModule(pl.LightningDataModule):
         output_dir: str | None = None,
     ) -> None:
         super().__init__()
+        check_mode(mode, pretrain_views=pretrain_views, unlabeled_ratio=unlabeled_ratio, episodes=episodes)
         if cache not in CACHE_MODES:
             raise WorkbenchError(f"data.cache='{cache}': expected one of {CACHE_MODES}")
         if cache == "disk" and not cache_dir:
             raise WorkbenchError("data.cache='disk' needs data.cache_dir (a folder for MONAI's PersistentDataset)")
         self.source = source
+        self.mode = mode
         self.label_fraction = label_fraction
         self.k_shot = k_shot
         self.val_fraction = label_fraction if val_fraction is None else val_fraction
@@ -129,55 +126,32 @@ class MedicalDataModule(pl.LightningDataModule):
         self.synthetic_ratio = synthetic_ratio
         self.output_dir = output_dir
         self.data: SourceData | None = None
-        self.views: dict[str, list[dict[str, Any]]] = {}
+        self.subsets: dict[str, list[dict[str, Any]]] = {}
         self._view_generator: tuple[tuple[Any, int], torch.Generator] | None = None
 
     # ----- loading and splitting -------------------------------------------------------------
     def load(self) -> SourceData:
-        """Reads the source and draws the views; idempotent, and cheap to call on every rank."""
+        """Reads the sources and plans the subsets; idempotent, and cheap to call on every rank."""
         if self.data is not None:
             return self.data
         data = self.source.load()
-        train = data.splits["train"]
-        if data.task == "unlabeled":
-            labeled_idx: list[int] = []
-        elif self.k_shot:
-            labeled_idx = k_shot_subset(train, self.k_shot, self.split_seed)
-        else:
-            labeled_idx = fraction_subset(train, self.label_fraction, self.split_seed)
-        chosen = set(labeled_idx)
-        val = data.splits.get("val") or []
-        if val and self.val_fraction < 1.0:
-            val = [val[i] for i in fraction_subset(val, self.val_fraction, self.split_seed)]
-        unlabeled_train = [strip_label(r) for i, r in enumerate(train) if i not in chosen]
-        unlabeled = list(unlabeled_train)
-        pretrain = [strip_label(r) for r in train]
+        archive = None
         if self.unlabeled_source is not None:
-            extra = self.unlabeled_source.load()
-            if extra.spatial_dims != data.spatial_dims or extra.in_channels != data.in_channels:
+            archive = self.unlabeled_source.load()
+            if archive.spatial_dims != data.spatial_dims or archive.in_channels != data.in_channels:
                 raise WorkbenchError(
-                    f"{extra.description}: unlabeled archive is {extra.spatial_dims}D with {extra.in_channels} "
+                    f"{archive.description}: unlabeled archive is {archive.spatial_dims}D with {archive.in_channels} "
                     f"channel(s); expected {data.spatial_dims}D with {data.in_channels} like the labeled source"
                 )
-            unlabeled += [strip_label(r) for r in extra.splits["train"]]
-            pretrain += [strip_label(r) for r in extra.splits["train"]]
-            data.extra["skipped_files"] = extra.extra.get("skipped_files", [])
-            self._check_one_shape(extra)
+            data.extra["skipped_files"] = archive.extra.get("skipped_files", [])
+            self._check_one_shape(archive)
         self._check_one_shape(data)
-        synthetic = []
+        synthetic = None
         if self.synthetic_source is not None:
-            extra = self.synthetic_source.load()
-            check_compatible(extra, data, "data.synthetic_source")
-            synthetic = extra.splits["train"]
-        self.views = {
-            "labeled": [train[i] for i in labeled_idx],
-            "unlabeled": unlabeled,
-            "unlabeled_train": unlabeled_train,
-            "val": val,
-            "test": data.splits.get("test") or [],
-            "pretrain": pretrain,
-            "synthetic": synthetic,
-        }
+            synthetic = self.synthetic_source.load()
+            check_compatible(synthetic, data, "data.synthetic_source")
+        budget = LabelBudget(self.label_fraction, self.k_shot, self.val_fraction, self.split_seed)
+        self.subsets = plan_subsets(data, budget, archive, synthetic)
         self.data = data
         return data
 
@@ -198,8 +172,17 @@ class MedicalDataModule(pl.LightningDataModule):
     def image_shape(self) -> list[int]:
         """The spatial shape of the training images as the models see them (after resizing)."""
         self.load()
-        view = "labeled" if self.views["labeled"] else "unlabeled"
-        return list(self.dataset(view, train=False)[0]["image"].shape[1:])
+        subset = "labeled" if self.subsets["labeled"] else "unlabeled"
+        return list(self.dataset(subset, train=False)[0]["image"].shape[1:])
+
+    def class_prior(self) -> list[float] | None:
+        """Each class's share of the labeled subset (None without class labels)."""
+        data = self.load()
+        return class_prior(self.subsets["labeled"], data.num_classes) if data.task == "classification" else None
+
+    def labels_balanced(self) -> bool:
+        """Whether the labels were drawn k per class, not at the data's class shares."""
+        return bool(self.k_shot)
 
     def split_record(self) -> dict[str, Any]:
         data = self.load()
@@ -210,10 +193,11 @@ class MedicalDataModule(pl.LightningDataModule):
             "label_fraction": None if self.k_shot else self.label_fraction,
             "k_shot": self.k_shot,
             "val_fraction": self.val_fraction,
-            "counts": {name: len(records) for name, records in self.views.items()},
-            "class_counts": {name: class_counts(self.views[name]) for name in ("labeled", "val", "test")},
-            "labeled_ids": [r["id"] for r in self.views["labeled"]],
-            "val_ids": [r["id"] for r in self.views["val"]],
+            "mode": self.mode,
+            "counts": {name: len(records) for name, records in self.subsets.items()},
+            "class_counts": {name: class_counts(self.subsets[name]) for name in ("labeled", "val", "test")},
+            "labeled_ids": [r["id"] for r in self.subsets["labeled"]],
+            "val_ids": [r["id"] for r in self.subsets["val"]],
             "synthetic_source": self.synthetic_source.path if self.synthetic_source is not None else None,
             "synthetic_ratio": self.synthetic_ratio,
             "skipped_count": len(data.extra.get("skipped_files", [])),
@@ -229,13 +213,13 @@ class MedicalDataModule(pl.LightningDataModule):
             self.write_split(self.output_dir)
 
     # ----- datasets and loaders -------------------------------------------------------------
-    def dataset(self, view: str, train: bool | None = None) -> Dataset:
-        """A MONAI dataset over one view; training views get augmentation unless `train=False`."""
+    def dataset(self, subset: str, train: bool | None = None) -> Dataset:
+        """A MONAI dataset over one subset; training subsets get augmentation unless `train=False`."""
         data = self.load()
-        train = view in ("labeled", "unlabeled", "synthetic") if train is None else train
-        records = self.views[view]
-        task = "unlabeled" if view in ("unlabeled", "unlabeled_train", "pretrain") else data.task
-        views = self.pretrain_views if view == "pretrain" else self.unlabeled_views if view == "unlabeled" and train else None
+        train = subset in ("labeled", "unlabeled", "synthetic") if train is None else train
+        records = self.subsets[subset]
+        task = "unlabeled" if subset in ("unlabeled", "unlabeled_train", "pretrain") else data.task
+        views = self.pretrain_views if subset == "pretrain" else self.unlabeled_views if subset == "unlabeled" and train else None
         on_device = getattr(views, "on_device", False)  # drawn per batch in on_after_batch_transfer
         transform = build_transforms(
             task=task,
@@ -248,8 +232,8 @@ class MedicalDataModule(pl.LightningDataModule):
             binarize_mask=self.binarize_mask,
             augment=self.augment,
         )
-        if view == "pretrain" and views is None:
-            raise WorkbenchError("the 'pretrain' view needs data.pretrain_views (a multi-view transform)")
+        if subset == "pretrain" and views is None:
+            raise WorkbenchError("the 'pretrain' subset needs data.pretrain_views (a multi-view transform)")
         if views is not None and not on_device:
             transform = Compose([transform, views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
@@ -264,13 +248,13 @@ class MedicalDataModule(pl.LightningDataModule):
             return CheckedDataset(records, transform)
 
     def _loader(
-        self, view: str, shuffle: bool, batch_size: int, drop_last: bool = False, train: bool | None = None
+        self, subset: str, shuffle: bool, batch_size: int, drop_last: bool = False, train: bool | None = None
     ) -> DataLoader:
         """MONAI's DataLoader seeds each transform's random state from torch's generator (per
         worker too), so a seeded run augments identically every time."""
-        if not self.views.get(view):
-            raise WorkbenchError(f"the '{view}' view is empty for {self.load().description}")
-        dataset = self.dataset(view, train=train)
+        if not self.subsets.get(subset):
+            raise WorkbenchError(f"the '{subset}' subset is empty for {self.load().description}")
+        dataset = self.dataset(subset, train=train)
         sampler = None
         if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
             # Every rank scores its own share and no item twice: Lightning's default distributed
@@ -278,7 +262,7 @@ class MedicalDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
-        return self._dataloader(dataset, batch_size, shuffle, sampler, drop_last and len(self.views[view]) >= batch_size)
+        return self._dataloader(dataset, batch_size, shuffle, sampler, drop_last and len(self.subsets[subset]) >= batch_size)
 
     def _dataloader(self, dataset: Any, batch_size: int, shuffle: bool, sampler: Any = None, drop_last: bool = False) -> DataLoader:
         return DataLoader(
@@ -292,12 +276,12 @@ class MedicalDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if self.pretrain_views is not None:
+        if self.mode == "pretrain":
             return self._loader("pretrain", shuffle=True, batch_size=self.batch_size, drop_last=True)
-        if self.episodes:
+        if self.mode == "episodes":
             return self.episode_dataloader()
         labeled = self.labeled_dataloader()
-        if self.unlabeled_ratio:
+        if self.mode == "semi":
             size = max(1, round(self.unlabeled_ratio * self.batch_size))
             unlabeled = self._loader("unlabeled", shuffle=True, batch_size=size, drop_last=True)
             return CombinedLoader({"labeled": labeled, "unlabeled": unlabeled}, mode="max_size_cycle")
@@ -309,7 +293,7 @@ class MedicalDataModule(pl.LightningDataModule):
         its views here, on the device the batch was moved to."""
         if self.trainer is None or not self.trainer.training:
             return batch
-        if getattr(self.pretrain_views, "on_device", False):  # a workbench.ssl.batched_views.BatchedMultiView
+        if getattr(self.pretrain_views, "on_device", False):  # a workbench.data.augment.BatchedMultiView
             return {"views": self.draw_views(self.pretrain_views, batch["image"])}
         if getattr(self.unlabeled_views, "on_device", False) and isinstance(batch, dict) and "unlabeled" in batch:
             return {**batch, "unlabeled": {"views": self.draw_views(self.unlabeled_views, batch["unlabeled"]["image"])}}
@@ -324,11 +308,11 @@ class MedicalDataModule(pl.LightningDataModule):
         return views(images, self._view_generator[1])
 
     def labeled_dataloader(self) -> DataLoader:
-        """The labeled view, with the synthetic view mixed in when there is one."""
+        """The labeled subset, with the synthetic subset mixed in when there is one."""
         labeled = self._loader("labeled", shuffle=True, batch_size=self.batch_size)
-        if not self.views.get("synthetic"):
+        if not self.subsets.get("synthetic"):
             return labeled
-        real, synthetic = len(self.views["labeled"]), len(self.views["synthetic"])
+        real, synthetic = len(self.subsets["labeled"]), len(self.subsets["synthetic"])
         per_epoch = synthetic if self.synthetic_ratio is None else round(self.synthetic_ratio * real)
         sampler = RealSyntheticSampler(real, synthetic, per_epoch, self.split_seed)
         return self._dataloader(ConcatDataset([labeled.dataset, self.dataset("synthetic")]), self.batch_size, False, sampler)
@@ -339,7 +323,7 @@ class MedicalDataModule(pl.LightningDataModule):
         expected = {"n_way", "k_shot", "n_query", "per_epoch"}
         if set(spec) != expected:
             raise WorkbenchError(f"data.episodes={spec}: expected exactly the keys {sorted(expected)}")
-        labels = [int(r["label"]) for r in self.views["labeled"]]
+        labels = [int(r["label"]) for r in self.subsets["labeled"]]
         ranks = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank} if self.trainer else {}
         sampler = EpisodeSampler(labels, spec["n_way"], spec["k_shot"], spec["n_query"], spec["per_epoch"], self.split_seed, **ranks)
         return DataLoader(Episodes(self.dataset("labeled")), sampler=sampler, batch_size=None, num_workers=self.num_workers)
@@ -348,10 +332,10 @@ class MedicalDataModule(pl.LightningDataModule):
         return self._loader("unlabeled", shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        if self.pretrain_views is not None:
-            # Online evaluation of a pretraining run: features of the labeled view (kNN bank,
-            # probe training set) and of the val view, both without augmentation.
-            if self.load().task != "classification" or not self.views["labeled"] or not self.views["val"]:
+        if self.mode == "pretrain":
+            # Online evaluation of a pretraining run: features of the labeled subset (kNN bank,
+            # probe training set) and of the val subset, both without augmentation.
+            if self.load().task != "classification" or not self.subsets["labeled"] or not self.subsets["val"]:
                 return []
             return [self.eval_dataloader(v) for v in ("labeled", "val")]
         return self.eval_dataloader("val")
@@ -359,6 +343,19 @@ class MedicalDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
 
-    def eval_dataloader(self, view: str) -> DataLoader:
-        """Any view in order, without augmentation (prototypes, features, evaluation)."""
-        return self._loader(view, shuffle=False, batch_size=self.eval_batch_size, train=False)
+    def eval_dataloader(self, subset: str) -> DataLoader:
+        """Any subset in order, without augmentation (prototypes, features, evaluation)."""
+        return self._loader(subset, shuffle=False, batch_size=self.eval_batch_size, train=False)
+
+
+def check_mode(mode: str, **settings: Any) -> None:
+    """The mode is known, its setting is given, and no other mode's setting is."""
+    if mode not in MODES:
+        raise WorkbenchError(f"data.mode='{mode}': expected one of {sorted(MODES)}")
+    needed = MODES[mode]
+    if needed and not settings[needed]:
+        raise WorkbenchError(f"data.mode={mode} needs data.{needed}")
+    stray = [key for key, value in settings.items() if value and key != needed]
+    if stray:
+        raise WorkbenchError(f"data.{stray[0]} is set, but data.mode={mode} does not use it; expected data.mode="
+                             f"{next(m for m, k in MODES.items() if k == stray[0])} or data.{stray[0]}=null")

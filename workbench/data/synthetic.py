@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,28 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if missing:
         raise WorkbenchError(f"{path}: missing keys {missing} (expected a `workbench generate` manifest)")
     return manifest
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """A finished export of `workbench synthesize`/`generate`, as the next stage takes it."""
+
+    path: Path
+
+    @classmethod
+    def from_run(cls, metrics: dict[str, Any]) -> SyntheticSet:
+        """The export a synthesize run wrote, from that run's metrics."""
+        if not metrics.get("synthetic"):
+            raise WorkbenchError(f"{metrics.get('run_dir')}: the synthesize run exported nothing; add generate.n_per_class=<images per class> to its overrides")
+        path = Path(metrics["synthetic"])
+        read_manifest(path)  # refuses a folder that is not a finished export
+        return cls(path)
+
+    def to_overrides(self, ratio: float | None) -> list[str]:
+        """`workbench train` overrides that mix the set into the labeled batches, `ratio`
+        synthetic images per real one each epoch (None: all of them)."""
+        return [f"data.synthetic_source={{_target_:workbench.data.SyntheticSource,path:'{self.path}'}}",
+                f"data.synthetic_ratio={'null' if ratio is None else ratio}"]
 
 
 def check_compatible(synthetic: SourceData, real: SourceData, what: str) -> None:

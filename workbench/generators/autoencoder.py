@@ -12,7 +12,7 @@ from monai.networks.nets import AutoencoderKL
 
 from workbench.generators.base import to_model_range
 from workbench.generators.loading import NamesItsClass, load_module
-from workbench.tasks.optim import configure_net_warmup_cosine
+from workbench.models.optim import configure_net_warmup_cosine
 
 
 class AutoencoderKLModule(NamesItsClass, pl.LightningModule):

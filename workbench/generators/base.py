@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from workbench.errors import WorkbenchError
 from workbench.generators.loading import NamesItsClass
-from workbench.semi.base import EMATeacher
+from workbench.models.ema import EMATeacher
 
 CONDITIONS = {"class": "classification", "mask": "segmentation", "none": "pretrain"}
 

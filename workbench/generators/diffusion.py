@@ -24,7 +24,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from workbench.errors import WorkbenchError
 from workbench.generators.autoencoder import AutoencoderKLModule, load_autoencoder
 from workbench.generators.base import GeneratorModule, to_image_range, to_model_range
-from workbench.tasks.optim import configure_net_warmup_cosine
+from workbench.models.optim import configure_net_warmup_cosine
 
 SAMPLERS = ("ddpm", "ddim")
 

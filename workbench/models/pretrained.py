@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,29 @@ def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any
     except Exception as e:
         raise WorkbenchError(f"{weights}: cannot load into the {expected.get('backbone')} backbone ({first_line(e)})") from None
     return meta
+
+
+@dataclass(frozen=True)
+class PretrainedBackbone:
+    """A finished `workbench pretrain` run's backbone, as the next stage takes it: the run
+    directory and the architecture a downstream task must build to load it."""
+
+    run_dir: Path
+    backbone: str
+    width: float
+    small_input: bool
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> PretrainedBackbone:
+        run_dir = Path(run_dir)
+        meta_path = existing_file(run_dir / "backbone.json", "provenance file", "backbone.json of a workbench pretrain run")
+        meta = json.loads(meta_path.read_text())
+        return cls(run_dir, meta["backbone"], float(meta.get("width", DEFAULTS["width"])), bool(meta["small_input"]))
+
+    def architecture_overrides(self) -> list[str]:
+        """`workbench train` overrides that build this backbone's architecture (random weights)."""
+        return [f"task.backbone={self.backbone}", f"task.width={self.width}", f"task.small_input={str(self.small_input).lower()}"]
+
+    def to_overrides(self) -> list[str]:
+        """`workbench train` overrides that start the task from these weights."""
+        return [f"task.pretrained={self.run_dir}", *self.architecture_overrides()]

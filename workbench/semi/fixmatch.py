@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import WorkbenchError
-from workbench.semi.base import EMATeacher, SemiSupervised, ema_decay
+from workbench.models.ema import EMATeacher, ema_decay
+from workbench.semi.base import SemiSupervised
 from workbench.tasks.classification import ClassificationTask
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from workbench.semi.base import EMATeacher, SemiSupervised, ema_decay
+from workbench.models.ema import EMATeacher, ema_decay
+from workbench.semi.base import SemiSupervised
 from workbench.tasks.segmentation import SegmentationTask
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from workbench.tasks.optim import configure_warmup_cosine
+from workbench.models.optim import configure_warmup_cosine
 
 
 class EvaluatedTask(pl.LightningModule):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torchmetrics import CatMetric, MeanMetric
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.classification_metrics import class_shares, classification_metrics, prior_matched_threshold, youden_threshold
+from workbench.evaluation.classification_metrics import classification_metrics, prior_matched_threshold, youden_threshold
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone, load_backbone
 from workbench.tasks.base import EvaluatedTask
@@ -67,7 +67,12 @@ class ClassificationTask(EvaluatedTask):
         backbone_lr_scale: float | None = None,
         head_only_epochs: int | None = None,
         head_norm: bool | None = None,
+        class_prior: list[float] | None = None,
+        labels_balanced: bool = False,
     ) -> None:
+        """`class_prior` (each class's share of the labeled images) and `labels_balanced` (the
+        labels were drawn k per class) describe the label budget; `workbench train` fills them
+        in from the datamodule."""
         super().__init__()
         if num_classes < 2:
             raise WorkbenchError(f"num_classes={num_classes}: classification needs at least 2 classes")
@@ -160,20 +165,20 @@ class ClassificationTask(EvaluatedTask):
             self.decision_threshold.fill_(self.prior_threshold())
 
     def labeled_class_prior(self) -> torch.Tensor:
-        """The share of each class among the labeled training images (on every rank: each holds
-        the whole list)."""
-        labels = torch.tensor([int(r["label"]) for r in self.trainer.datamodule.views["labeled"]])
-        return class_shares(labels, self.hparams.num_classes)
+        """The share of each class among the labeled training images."""
+        if self.hparams.class_prior is None:
+            raise WorkbenchError("task.class_prior: the labeled images' class shares are needed here; expected a list (the "
+                                 "commands fill it in from the data)")
+        return torch.tensor(self.hparams.class_prior, dtype=torch.float32)
 
     @torch.no_grad()
     def prior_threshold(self) -> float:
         """The threshold at which this model calls the labeled images' positive share of the
         unlabeled training images positive (every rank scores its share; the scores are gathered)."""
         datamodule = self.trainer.datamodule
-        views = datamodule.views
-        if datamodule.k_shot:
+        if self.hparams.labels_balanced:
             raise WorkbenchError("task.threshold='prior' needs labels drawn at the class shares of the data; data.k_shot draws them balanced")
-        if not views["unlabeled_train"]:
+        if not datamodule.subsets["unlabeled_train"]:
             raise WorkbenchError(
                 "task.threshold='prior' needs unlabeled training images (data.label_fraction < 1); use task.threshold=val"
             )

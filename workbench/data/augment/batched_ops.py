@@ -1,21 +1,8 @@
-"""The views of `views.py`, drawn for a whole batch at once on the batch's device.
-
-MONAI's transforms augment one image at a time in the DataLoader's workers, at about 3 ms a
-view on one core: a GPU that trains a ResNet-18 on 28-pixel images at thousands of images a
-second then waits on the CPU. Here every random draw is a tensor of one value per image, the
-crop, flips and small affine become one sampling grid (one resampling instead of MONAI's two),
-and intensity, blur and noise are elementwise or grouped convolutions. That one resampling is
-bilinear, where MONAI's "area" resize repeats pixels when it enlarges a crop. Nothing in MONAI,
-lightly or torchvision draws independent parameters per image of a batch (torchvision's v2
-transforms draw one set for the whole batch).
-
-The distributions follow `view_transform`: crop side fractions drawn per axis in the crop
-scale range and placed uniformly inside the image, each axis flipped with probability 1/2, a
-rotation within ±0.26 rad and shears within ±0.1 with probability 1/2, border padding; gamma in
-(0.7, 1.5) on the image's own range, a scale by 1 ± 0.25 and a shift by ±0.1, each with the
-intensity probability; a Gaussian blur with sigma in (0.1, 1) per axis (MONAI's erf kernel,
-4 sigma, zero padding); Gaussian noise of a standard deviation drawn in (0, 0.05). Elastic
-deformation has no batched form here and is refused.
+"""The random steps of the on-device views, each for a whole batch at once on the batch's device:
+every random draw is a tensor of one value per image (`Draws`), geometric changes become one
+sampling grid, and intensity, blur and noise are elementwise or grouped convolutions. Nothing in
+MONAI, lightly or torchvision draws independent parameters per image of a batch (torchvision's
+v2 transforms draw one set for the whole batch).
 """
 
 from __future__ import annotations
@@ -26,45 +13,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from workbench.data.augment.params import BLUR_SIGMA, NOISE_STD
 from workbench.errors import WorkbenchError
-from workbench.ssl.views import ViewSpec
 
-MAX_BLUR_SIGMA = 1.0
-BLUR_RADIUS = int(4.0 * MAX_BLUR_SIGMA + 0.5)  # MONAI's GaussianFilter truncates at 4 sigma
-
-
-class BatchedView:
-    """One kind of view (a ViewSpec) for a batch (B, C, *spatial) of one spatial size."""
-
-    def __init__(self, spec: ViewSpec, spatial_dims: int) -> None:
-        check_spatial_dims(spatial_dims)
-        if spec.elastic:
-            raise WorkbenchError("data.pretrain_views.elastic=true has no on-device form; set data.pretrain_views.on_device=false")
-        self.spec = spec
-        self.spatial_dims = spatial_dims
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        draw = Draws(check_batch(images, self.spatial_dims), images.device, generator)
-        x = self.geometric(images.float(), draw)
-        if self.spec.intensity:
-            x = random_intensity(x, draw, self.spec.intensity, gamma=(0.7, 1.5), scale=0.25, shift=0.1)
-        if self.spec.blur:
-            x = random_blur(x, draw, self.spec.blur, self.spatial_dims)
-        if self.spec.noise:
-            x = random_noise(x, draw, self.spec.noise)
-        return x
-
-    def geometric(self, x: torch.Tensor, draw: Draws) -> torch.Tensor:
-        """Crop, resize, flips and affine as one map from output to input coordinates (in
-        affine_grid's normalised [-1, 1] coordinates, whose edges are the image's edges)."""
-        d, lo, hi = self.spatial_dims, *self.spec.crop_scale
-        side = draw.uniform(lo, hi, d)
-        centre = (1 - side) * draw.uniform(-1, 1, d)  # the crop stays inside the image
-        scale = side * random_signs(draw, d) if self.spec.flip else side
-        matrix = torch.diag_embed(scale)
-        if self.spec.affine:
-            matrix = matrix @ random_affine(draw, d, rotate=0.26, shear_range=0.1, p=0.5)
-        return resample(x, matrix, centre, [self.spec.size] * d)
+BLUR_RADIUS = int(4.0 * BLUR_SIGMA[1] + 0.5)  # MONAI's GaussianFilter truncates at 4 sigma
 
 
 def check_spatial_dims(spatial_dims: int) -> None:
@@ -113,10 +65,10 @@ def random_intensity(x: torch.Tensor, draw: Draws, p: float, gamma: tuple[float,
 
 
 def random_blur(x: torch.Tensor, draw: Draws, p: float, d: int) -> torch.Tensor:
-    """With probability `p`, a separable Gaussian per image and axis, sigma in (0.1, 1); an image
+    """With probability `p`, a separable Gaussian per image and axis, sigma in BLUR_SIGMA; an image
     left unblurred gets a unit kernel."""
     batch, channels = x.shape[0], x.shape[1]
-    sigma = draw.uniform(0.1, MAX_BLUR_SIGMA, d)
+    sigma = draw.uniform(*BLUR_SIGMA, d)
     kernels = erf_gaussian_kernels(sigma, BLUR_RADIUS)  # (B, d, taps)
     unit = torch.zeros_like(kernels)
     unit[..., BLUR_RADIUS] = 1
@@ -134,36 +86,10 @@ def random_blur(x: torch.Tensor, draw: Draws, p: float, d: int) -> torch.Tensor:
 
 
 def random_noise(x: torch.Tensor, draw: Draws, p: float) -> torch.Tensor:
-    """MONAI's RandGaussianNoise with probability `p`: a standard deviation drawn in (0, 0.05)
+    """MONAI's RandGaussianNoise with probability `p`: a standard deviation drawn in (0, NOISE_STD)
     per image."""
-    std = torch.where(draw.chance(p), draw.uniform(0, 0.05), 0.0)
+    std = torch.where(draw.chance(p), draw.uniform(0, NOISE_STD), 0.0)
     return x + per_image(std, x) * draw.normal(x.shape)
-
-
-class BatchedMultiView:
-    """The views of `multi_view`, each an independent draw for every image of a batch; the
-    datamodule applies it to the training batches after they reach the device (it tells this
-    kind of view by `on_device`, without importing it: the data layer does not import ssl)."""
-
-    on_device = True
-
-    def __init__(self, views: Sequence[BatchedView]) -> None:
-        self.views = list(views)
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        return [view(images, generator) for view in self.views]
-
-    @staticmethod
-    def generator(device: torch.device, seed: int, epoch: int, rank: int) -> torch.Generator:
-        """A generator on the batch's device, seeded per run, epoch and rank: a resumed run draws
-        from an epoch's start as the first run did, and each rank draws its own views."""
-        generator = torch.Generator(device=device)
-        generator.manual_seed(((seed % 2**31) * 100_003 + epoch) * 1_009 + rank)
-        return generator
-
-
-def batched_multi_view(specs: Sequence[ViewSpec], spatial_dims: int) -> BatchedMultiView:
-    return BatchedMultiView([BatchedView(spec, spatial_dims) for spec in specs])
 
 
 class Draws:
@@ -217,3 +143,18 @@ def erf_gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     scaled = sigma[..., None] * math.sqrt(2)
     kernel = 0.5 * (torch.erf((taps + 0.5) / scaled) - torch.erf((taps - 0.5) / scaled))
     return kernel / kernel.sum(-1, keepdim=True)
+
+
+def cut_out(x: torch.Tensor, draw: Draws, side: int) -> torch.Tensor:
+    """One hole of `side` pixels per axis (the image's extent where smaller) per image, at a
+    uniform place wholly inside the image, set to 0."""
+    hole = x.new_ones(x.shape[0], *x.shape[2:], dtype=torch.bool)
+    for axis, n in enumerate(x.shape[2:]):
+        extent = min(side, n)
+        start = (draw.uniform(0, 1) * (n - extent + 1)).floor().clamp(max=n - extent)  # (B,)
+        coords = torch.arange(n, device=x.device)
+        inside = (coords >= start[:, None]) & (coords < start[:, None] + extent)  # (B, n)
+        shape = [x.shape[0]] + [1] * (x.ndim - 2)
+        shape[1 + axis] = n
+        hole = hole & inside.view(shape)
+    return x.masked_fill(hole[:, None], 0.0)
