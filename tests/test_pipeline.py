@@ -230,10 +230,34 @@ def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(t
     assert pair["test/loss"] != pytest.approx(alone["test/loss"], rel=1e-3)
 
 
-def test_an_ensemble_of_segmentation_checkpoints_is_refused(tmp_path):
-    cfg = compose_train(["task=segmentation", "data.source.num_train=8", "ckpt_path=[a.ckpt,b.ckpt]"], tmp_path, config_name="evaluate")
-    with pytest.raises(WorkbenchError, match="ckpt_path: a list of 2 checkpoints .an ensemble. needs a classifier scored by its class probabilities; task SegmentationTask is not"):
-        evaluate(cfg)
+def test_an_ensemble_of_segmentation_checkpoints_scores_the_mean_of_their_softmax(tmp_path):
+    data = ["task=segmentation", "task.channels=[8,16]", "task.num_res_units=0", "data.source.size=16", "data.source.num_train=8",
+            "data.source.num_val=4", "data.source.num_test=4", "data.batch_size=4", "data.split_seed=0"]
+    checkpoints = []
+    for seed in (0, 1):
+        train(compose_train([*data, "trainer.max_epochs=2", f"seed={seed}"], tmp_path / f"member{seed}"))
+        checkpoints.append(tmp_path / f"member{seed}" / "checkpoints" / "last.ckpt")
+
+    def scored(paths: list[Path], name: str) -> dict:
+        return evaluate(compose_train([*data, f"ckpt_path={quoted_list([str(p) for p in paths])}"], tmp_path / name, config_name="evaluate"))
+
+    alone, twice, pair = scored(checkpoints[:1], "alone"), scored([checkpoints[0]] * 2, "twice"), scored(checkpoints, "pair")
+    for key in ("test/loss", "test/dice"):  # one model twice is that model
+        assert twice[key] == pytest.approx(alone[key], abs=1e-5), key
+    # The pair's test Dice is that of the argmax of the members' mean softmax, computed here by hand.
+    datamodule, task, _ = build(compose_train(data, tmp_path / "by_hand"), "task")
+    datamodule.setup("test")
+    batches = list(datamodule.test_dataloader())
+    members = []
+    for path in checkpoints:
+        task.load_state_dict(load_checkpoint(path)["state_dict"])
+        with torch.no_grad():
+            members.append(torch.cat([task.eval()(b["image"]).softmax(1) for b in batches]))
+    labels = torch.cat([b["label"] for b in batches])[:, 0].long()
+    predicted = ((members[0] + members[1]) / 2).argmax(1)
+    dice = [2 * ((p == 1) & (t == 1)).sum() / ((p == 1).sum() + (t == 1).sum()) if (t == 1).any() or (p == 1).any() else torch.tensor(1.0)
+            for p, t in zip(predicted, labels)]
+    assert pair["test/dice"] == pytest.approx(float(torch.stack(dice).mean()), abs=1e-5)
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path):

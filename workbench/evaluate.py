@@ -3,8 +3,9 @@ run]`: score a trained classification or segmentation checkpoint on the validati
 also picks the decision threshold) and once on the test split, on one process or many (DDP:
 every rank scores its own share of the images, none twice, and the scores are gathered).
 
-`ckpt_path=[a.ckpt,b.ckpt,...]` scores the classifiers' ensemble: their class probabilities
-averaged, the decision threshold chosen for the average as for one model."""
+`ckpt_path=[a.ckpt,b.ckpt,...]` scores the checkpoints' ensemble: their class probabilities
+averaged (per image for classifiers, per voxel for segmentation), the decision threshold chosen
+for the average as for one model."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     elif getattr(model, "scores_ensembles", False):
         model.ensemble = checkpoint_ensemble(model, paths)  # scored instead of the task's own weights
     else:
-        raise WorkbenchError(f"ckpt_path: a list of {len(paths)} checkpoints (an ensemble) needs a classifier scored by its "
-                             f"class probabilities; task {type(model).__name__} is not")
+        raise WorkbenchError(f"ckpt_path: a list of {len(paths)} checkpoints (an ensemble) needs a task scored by its "
+                             f"class probabilities (a classifier or a segmentation network); task {type(model).__name__} is not")
     if trainer.is_global_zero:
         save_config(cfg, run_dir, command_line_overrides())
     metrics: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": single or paths, "world_size": trainer.world_size}

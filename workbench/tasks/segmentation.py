@@ -24,6 +24,7 @@ from workbench.tasks.base import EvaluatedTask
 
 class SegmentationTask(EvaluatedTask):
     data_task = "segmentation"
+    scores_ensembles = True
 
     def __init__(
         self,
@@ -56,13 +57,19 @@ class SegmentationTask(EvaluatedTask):
         """The network validation and test use; methods with an EMA teacher evaluate the teacher."""
         return self.net
 
+    def evaluated_network(self) -> nn.Module:
+        """What validation and test score: `eval_net`, or under `workbench evaluate` of several
+        checkpoints their ensemble (`self.ensemble`: the mean of the members' softmax outputs,
+        as nnU-Net averages its folds)."""
+        ensemble = getattr(self, "ensemble", None)
+        return self.eval_net if ensemble is None else ensemble
+
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for whole images; sliding windows of `roi_size` when set."""
+        network = self.evaluated_network()
         if self.hparams.roi_size:
-            return sliding_window_inference(
-                x, list(self.hparams.roi_size), self.hparams.sw_batch_size, self.eval_net, overlap=self.hparams.overlap
-            )
-        return self.eval_net(x)
+            return sliding_window_inference(x, list(self.hparams.roi_size), self.hparams.sw_batch_size, network, overlap=self.hparams.overlap)
+        return network(x)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["label"])
