@@ -278,3 +278,57 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     (metrics,) = list((tmp_path / "sweep").glob("*/metrics.json"))
     assert "test/auc" in json.loads(metrics.read_text())
     assert list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))  # it ran as a submitit job
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_a_cross_validated_pipeline_scores_its_fold_ensemble_with_an_honest_estimate(tmp_path, task):
+    """3 folds of the budget's pool: each fold model trains on two folds and predicts the third,
+    unselected; the ensemble of the three is tested; oof/* are the pooled held-out predictions'."""
+    common = ["data.source.num_train=30", "data.source.num_val=12", "data.source.num_test=8", "data.batch_size=4", "trainer.max_epochs=2"]
+    if task == "classification":
+        dataset, finetune = "phantom2d", ["task.width=0.25"]
+    else:
+        dataset = "phantom3d"
+        common += ["data.source.size=16", "task_kind=segmentation"]
+        finetune = ["task=segmentation", "task.channels=[8,16]", "task.num_res_units=0"]
+    overrides = [f"dataset={dataset}", "selection=cv", "folds=3", "label_fraction=0.5", f"common={quoted_list(common)}",
+                 f"stages.finetune={quoted_list(finetune)}", f"stages.baseline={quoted_list(finetune)}", f"cache_dir={tmp_path / 'stages'}"]
+    summary = pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+    scored = yaml.safe_load((Path(summary["stages"]["finetune"]["run_dir"]) / "config.yaml").read_text())
+    folds = [Path(c).parents[1] for c in scored["ckpt_path"]]
+    assert len(folds) == 3 and scored["data"]["folds"] is None  # the ensemble is tested on the whole test split
+    splits = [json.loads((f / "split.json").read_text()) for f in folds]
+    held_out = [i for s in splits for i in s["val_ids"]]
+    assert sorted(held_out) == sorted(i for fold in splits[0]["fold_ids"] for i in fold) and len(set(held_out)) == len(held_out)
+    assert summary["labeled_images"] == len(held_out) == splits[0]["counts"]["pool"]
+    assert all(yaml.safe_load((f / "config.yaml").read_text())["selection"] == "last" for f in folds)
+    predictions = json.loads(Path(summary["out_of_fold_finetune"]).read_text())
+    assert sorted(predictions["ids"]) == sorted(held_out)
+    key = "oof/auc" if task == "classification" else "oof/dice"
+    if task == "classification":  # recomputed from the saved predictions, by hand
+        probs, labels = torch.tensor(predictions["probabilities"]), torch.tensor(predictions["labels"])
+        pos, neg = probs[labels == 1, 1], probs[labels == 0, 1]
+        by_hand = float(((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean())
+    else:
+        by_hand = sum(predictions["dice"]) / len(predictions["dice"])
+    assert summary[key] == pytest.approx(by_hand, abs=1e-6) and f"baseline/{key}" in summary
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "ensemble of 3 folds" in report and key in report
+
+
+def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
+    """External validation: the checkpoints of a cross-validated pipeline scored on another
+    dataset's test split by `workbench evaluate`, as one ensemble."""
+    from tests.conftest import write_medmnist
+
+    own, other = write_medmnist(tmp_path / "own.npz", (28, 28), seed=0), write_medmnist(tmp_path / "other.npz", (28, 28), seed=1)
+    common = [f"data.source.path={own}", "data.batch_size=8", "trainer.max_epochs=3"]
+    overrides = ["dataset=medmnist", "selection=cv", "folds=2", "label_fraction=0.5", f"common={quoted_list(common)}",
+                 f"stages.finetune={quoted_list(['task.width=0.25'])}", "stages.baseline=null", f"cache_dir={tmp_path / 'stages'}"]
+    summary = pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+    folds = yaml.safe_load((Path(summary["stages"]["finetune"]["run_dir"]) / "config.yaml").read_text())["ckpt_path"]
+    data = ["data=medmnist", f"data.source.path={other}", "task.width=0.25", f"task.threshold={summary['oof/threshold']}"]
+    external = evaluate(compose_train([*data, f"ckpt_path={quoted_list(folds)}"], tmp_path / "external", config_name="evaluate"))
+    assert external["checkpoint"] == folds
+    assert external["test/auc"] > 0.9  # the brightness rule carries over to the other file
+    assert json.loads((tmp_path / "external" / "split.json").read_text())["source"].endswith("other.npz")

@@ -14,19 +14,21 @@ backbone (`task.pretrained` with its architecture and width) and the synthetic e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.errors import HydraException
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from workbench.data.synthetic import SyntheticSet
 from workbench.errors import WorkbenchError, first_line
+from workbench.evaluation.out_of_fold import out_of_fold_metrics, pooled
 from workbench.evaluate import evaluate
-from workbench.io import write_text_atomic
+from workbench.io import write_json_atomic, write_text_atomic
 from workbench.models.pretrained import PretrainedBackbone
 from workbench.pretrain import pretrain
 from workbench.runner import command_line_overrides, hydra_entry
@@ -36,8 +38,10 @@ from workbench.synthesize import synthesize
 from workbench.train import train
 
 TEST_KEYS = ("test/auc", "test/acc", "test/dice")
+OOF_KEYS = ("oof/auc", "oof/acc", "oof/dice")  # cross-validation's estimate, from the pool alone
 # Each stage of a recipe and the command whose config its overrides change.
 STAGE_COMMANDS = {"pretrain": "pretrain", "synthesize": "synthesize", "finetune": "train", "baseline": "train"}
+SELECTIONS = ("val", "cv")
 
 
 def overrides_of(node: Any, key: str) -> list[str] | None:
@@ -80,8 +84,9 @@ def stage_seconds(metrics: dict[str, Any]) -> float | None:
 
 def stage_row(name: str, metrics: dict[str, Any]) -> str:
     if "members" in metrics:
-        name = f"{name} (ensemble of {len(metrics['members'])})"
-    shown = {k: v for k, v in metrics.items() if isinstance(v, float) and (k.startswith(("test/", "val/", "quality/fid", "quality/memorized")))}
+        kind = "folds" if "out_of_fold" in metrics else "models"
+        name = f"{name} (ensemble of {len(metrics['members'])} {kind})"
+    shown = {k: v for k, v in metrics.items() if isinstance(v, float) and (k.startswith(("test/", "val/", "oof/", "quality/fid", "quality/memorized")))}
     seconds = stage_seconds(metrics)
     values = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
     took = "reused" if metrics.get("reused") else f"{seconds:.0f} s" if seconds is not None else ""
@@ -95,11 +100,14 @@ def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str,
         f"# Pipeline: recipe {cfg.recipe_name} on {cfg.dataset}, {cfg.label_fraction:g} of the labels, seed {cfg.seed}", "",
         "| stage | metrics | time | run directory |", "|---|---|---|---|",
         *[stage_row(name, metrics) for name, metrics in stages.items()], "",
+        f"Labeled images: {summary['labeled_images']}, in {len(stages['finetune']['members'])} cross-validation folds "
+        "(each fold model trained on the others; the oof/* values are the pooled held-out predictions)."
+        if cfg.selection == "cv" else
         f"Labeled training images: {summary['labeled_images']} (validation images for model selection: {summary['val_images']}).",
     ]
     if "baseline" in stages:
         lines += ["", "| test metric | recipe | supervised-only baseline | difference |", "|---|---|---|---|"]
-        for key in TEST_KEYS:
+        for key in (*TEST_KEYS, *OOF_KEYS):
             if key in stages["finetune"] and key in stages["baseline"]:
                 mine, base = stages["finetune"][key], stages["baseline"][key]
                 lines.append(f"| {key} | {mine:.4f} | {base:.4f} | {mine - base:+.4f} |")
@@ -121,6 +129,10 @@ def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | Non
         except HydraException as e:
             raise WorkbenchError(f"stages.{name}: {first_line(e)}") from None
     check_members(cfg.members, composed["finetune"])
+    if cfg.selection not in SELECTIONS:
+        raise WorkbenchError(f"selection={cfg.selection!r}: expected one of {SELECTIONS}")
+    if cfg.selection == "cv" and cfg.members != 1:
+        raise WorkbenchError(f"members={cfg.members}: selection=cv already ensembles its fold models; expected members=1")
     return plan
 
 
@@ -137,24 +149,45 @@ def check_members(members: int, finetune: DictConfig) -> None:
         )
 
 
+def member_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
+    """What each model of a finetune or baseline stage adds to the stage's overrides.
+
+    - `selection=val`: one model, or with `members` > 1 that many on the same labeled and val
+      images (`data.split_seed` kept, `seed` moved: other initial weights, batches and
+      augmentations), each selected on the val subset as one run is.
+    - `selection=cv`: one model per cross-validation fold of the budget's pool, trained for the
+      stage's fixed budget and never selected on the fold it predicts (`selection=last`)."""
+    if cfg.selection == "cv":
+        probe = compose_stage("train", [*overrides, f"data.folds={cfg.folds}", "data.fold=0"])
+        folds = len(instantiate(probe.data, output_dir=None).fold_ids())  # fewer where a class is small
+        return [[f"data.folds={cfg.folds}", f"data.fold={k}", "selection=last"] for k in range(folds)]
+    # member 0 is the single run itself, so the cache serves both
+    return [[f"seed={cfg.seed + 1000 * k}", f"data.split_seed={cfg.seed}"] if k else [] for k in range(cfg.members)]
+
+
 def trained(cfg: DictConfig, overrides: list[str], cache: Path) -> dict[str, Any]:
-    """A finetune or baseline stage: one `workbench train` run, or with `members` > 1 that many
-    on the same labeled and val images (`data.split_seed` kept, `seed` moved: other initial
-    weights, batches and augmentations), each selected on the val view as one run is, then
-    scored as one ensemble of their mean probabilities by `workbench evaluate`."""
-    runs = []
-    for k in range(cfg.members):  # member 0 is the single run itself, so the cache serves both
-        other_seed = [f"seed={cfg.seed + 1000 * k}", f"data.split_seed={cfg.seed}"] if k else []
-        runs.append(from_rank_zero(run_stage(train, "train", [*overrides, *other_seed], cache_dir=cache)))
+    """A finetune or baseline stage: its models (`member_overrides`), and where there are
+    several, their ensemble of mean probabilities scored by `workbench evaluate`. Under
+    cross-validation the folds' held-out predictions give the out-of-fold estimate (`oof/*`,
+    and the pooled predictions under `out_of_fold`) and, for two classes under
+    `task.threshold=val`, the ensemble's decision threshold."""
+    runs = [from_rank_zero(run_stage(train, "train", [*overrides, *extra], cache_dir=cache)) for extra in member_overrides(cfg, overrides)]
     if len(runs) == 1:
         return runs[0]
+    scoring, estimate = [], {}
+    if cfg.selection == "cv":
+        predictions = pooled([json.loads(Path(r["held_out"]).read_text()) for r in runs])
+        estimate = {**out_of_fold_metrics(predictions), "out_of_fold": predictions}
+        if "oof/threshold" in estimate and compose_stage("train", overrides).task.get("threshold") == "val":
+            scoring.append(f"task.threshold={estimate['oof/threshold']}")
     checkpoints = [r["best_checkpoint"] or str(Path(r["run_dir"]) / "checkpoints" / "last.ckpt") for r in runs]
-    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, f"ckpt_path={quoted_list(checkpoints)}"], cache_dir=cache))
+    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, *scoring, f"ckpt_path={quoted_list(checkpoints)}"], cache_dir=cache))
     return {
         **scored,
-        "labeled_images": runs[0]["labeled_images"],
-        "val_images": runs[0]["val_images"],
-        "best_val_score": scored.get(runs[0]["monitor"]),  # the ensemble's, for a sweeper
+        **estimate,
+        "labeled_images": runs[0]["labeled_images"] + runs[0]["val_images"] if cfg.selection == "cv" else runs[0]["labeled_images"],
+        "val_images": 0 if cfg.selection == "cv" else runs[0]["val_images"],
+        "best_val_score": estimate.get(runs[0]["monitor"].replace("val/", "oof/"), scored.get(runs[0]["monitor"])),  # for a sweeper
         "train_seconds": sum(r["train_seconds"] for r in runs if not r["reused"]),
         "reused": scored["reused"] and all(r["reused"] for r in runs),
         "members": [r["run_dir"] for r in runs],
@@ -192,12 +225,16 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         "labeled_images": final["labeled_images"],
         "val_images": final["val_images"],
         "best_val_score": final.get("best_val_score"),
-        **{k: final[k] for k in TEST_KEYS if k in final},
-        **{f"baseline/{k}": stages["baseline"][k] for k in TEST_KEYS if "baseline" in stages and k in stages["baseline"]},
+        "selection": cfg.selection,
+        **{k: v for k, v in final.items() if k in TEST_KEYS or k.startswith("oof/")},
+        **{f"baseline/{k}": v for k, v in stages.get("baseline", {}).items() if k in TEST_KEYS or k.startswith("oof/")},
         "train_seconds": sum(stage_seconds(s) or 0.0 for s in stages.values() if not s.get("reused")),
         "stages": {name: {"run_dir": s["run_dir"], "reused": s["reused"]} for name, s in stages.items()},
     }
     if writer:
+        for name, result in stages.items():  # the pooled held-out predictions the oof/* values come from
+            if "out_of_fold" in result:
+                summary[f"out_of_fold_{name}"] = str(write_json_atomic(run_dir / f"out_of_fold_{name}.json", result["out_of_fold"]))
         report = write_text_atomic(run_dir / "report.md", pipeline_report(cfg, stages, summary))
         summary["report"] = str(report)
         write_run_summary(run_dir, summary, title=f"pipeline {cfg.recipe_name}")

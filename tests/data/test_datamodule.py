@@ -29,7 +29,8 @@ def test_subsets_respect_the_label_budget_and_hide_labels(tmp_path):
     record = json.loads((tmp_path / "split.json").read_text())
     assert set(record["labeled_ids"]) == labeled_ids
     assert record["counts"] == {
-        "labeled": 10, "unlabeled": 90, "unlabeled_train": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0
+        "labeled": 10, "unlabeled": 90, "unlabeled_train": 90, "val": 5, "test": 20, "pretrain": 100, "synthetic": 0,
+        "pool": 15,  # the labeled images and their val images: every label the budget allows
     }
     assert all("label" not in r for r in dm.subsets["pretrain"])  # SSL sees every image, no label
 
@@ -138,3 +139,42 @@ def test_memory_cache_serves_in_memory_sources_with_the_same_items():
 def test_the_training_mode_is_explicit_and_checked(kwargs, message):
     with pytest.raises(WorkbenchError, match=message):
         MedicalDataModule(phantom(), **kwargs)
+
+
+def test_cross_validation_folds_split_the_budget_s_pool_and_leave_test_alone(tmp_path):
+    """Labeled + val of the budget are the pool; fold k is held out as val, the rest is labeled;
+    every pool image is held out exactly once; the folds are stratified and recorded."""
+    plain = MedicalDataModule(phantom(), label_fraction=0.2, split_seed=3)
+    plain.load()
+    pool = {r["id"] for r in plain.subsets["labeled"] + plain.subsets["val"]}
+    held_out, recorded = [], []
+    for k in range(3):
+        dm = MedicalDataModule(phantom(), label_fraction=0.2, split_seed=3, folds=3, fold=k, output_dir=str(tmp_path / str(k)))
+        dm.setup()
+        labeled, val = [r["id"] for r in dm.subsets["labeled"]], [r["id"] for r in dm.subsets["val"]]
+        assert set(labeled) | set(val) == pool and not set(labeled) & set(val)
+        assert [r["id"] for r in dm.subsets["test"]] == [r["id"] for r in plain.subsets["test"]]
+        labels = [r["label"] for r in dm.subsets["val"]]
+        assert abs(labels.count(0) - labels.count(1)) <= 2  # stratified: both classes in every fold
+        split = json.loads((tmp_path / str(k) / "split.json").read_text())
+        assert split["folds"] == 3 and split["fold"] == k and sorted(split["val_ids"]) == sorted(val)
+        held_out.append(val)
+        recorded.append(split["fold_ids"])
+    assert sorted(i for fold in held_out for i in fold) == sorted(pool)  # each pool image held out once
+    assert recorded[0] == recorded[1] == recorded[2] == held_out  # one seeded assignment
+
+
+def test_cross_validation_keeps_patients_whole_and_needs_two_per_class():
+    records = [{"id": f"r{i}", "image": np.zeros((1, 4, 4)), "label": i % 2, "patient": f"p{i // 2 % 6}"} for i in range(24)]
+    from workbench.data.splits import cv_folds
+
+    fold_of = cv_folds(records, 3, seed=0)
+    by_patient = {}
+    for r, f in zip(records, fold_of):
+        by_patient.setdefault(r["patient"], set()).add(f)
+    assert all(len(folds) == 1 for folds in by_patient.values())
+    assert cv_folds(records, 3, seed=0) == fold_of and set(fold_of) == {0, 1, 2}
+    with pytest.raises(WorkbenchError, match=r"data.folds=5: class 1 has 1 labeled unit"):
+        cv_folds([{"id": "a", "label": 0}, {"id": "b", "label": 0}, {"id": "c", "label": 1}], 5, seed=0)
+    with pytest.raises(WorkbenchError, match=r"data.fold=3: expected a fold in 0..2"):
+        MedicalDataModule(phantom(), label_fraction=0.2, folds=3, fold=3).load()

@@ -140,3 +140,25 @@ def test_prior_threshold_matches_the_labeled_prior_on_the_unlabeled_training_ima
     datamodule, model, trainer = build(cfg, "task")
     with pytest.raises(WorkbenchError, match="needs unlabeled training images"):
         trainer.test(model, datamodule=datamodule, verbose=False)
+
+
+def test_a_budget_in_optimizer_steps_trains_that_many_steps_with_warm_up_in_epochs(tmp_path):
+    """One recipe means the same training on 50 or 50,000 images when its budget is in steps
+    (trainer.max_steps); settings counted in epochs still count the loader's real epochs."""
+    from pytorch_lightning import Callback
+
+    from workbench.runner import build
+
+    class Schedule(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+
+    data = ["data.source.num_train=40", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8", "task.width=0.25"]
+    cfg = compose_train([*data, "trainer.max_steps=13", "trainer.max_epochs=-1", "task.warmup_epochs=1", "logger=none"], tmp_path)
+    datamodule, model, trainer = build(cfg, "task")
+    schedule = Schedule()
+    trainer.callbacks.append(schedule)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 13  # 5 batches an epoch: 2 whole epochs, then 3 steps of the third
+    assert schedule.factor(0) == pytest.approx(1 / 6) and schedule.factor(4) == pytest.approx(5 / 6)  # one epoch of warm-up
+    assert schedule.factor(5) == pytest.approx(1.0) and schedule.factor(13) == pytest.approx(0.0, abs=1e-6)  # cosine to 0 at step 13

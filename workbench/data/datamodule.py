@@ -35,7 +35,7 @@ from torch.utils.data import ConcatDataset
 from workbench.data.episodes import Episodes, EpisodeSampler
 from workbench.data.source import SourceData
 from workbench.data.splits import class_counts
-from workbench.data.subsets import LabelBudget, class_prior, plan_subsets
+from workbench.data.subsets import LabelBudget, class_prior, fold_ids, plan_subsets
 from workbench.data.synthetic import RealSyntheticSampler, check_compatible
 from workbench.data.transforms import WithoutMetadata, build_transforms
 from workbench.errors import WorkbenchError, unwrapped_workbench_errors
@@ -76,6 +76,8 @@ class MedicalDataModule(pl.LightningDataModule):
         k_shot: int | None = None,
         val_fraction: float | None = None,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -107,6 +109,8 @@ class MedicalDataModule(pl.LightningDataModule):
         self.k_shot = k_shot
         self.val_fraction = label_fraction if val_fraction is None else val_fraction
         self.split_seed = split_seed
+        self.folds = folds
+        self.fold = fold
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -150,10 +154,12 @@ class MedicalDataModule(pl.LightningDataModule):
         if self.synthetic_source is not None:
             synthetic = self.synthetic_source.load()
             check_compatible(synthetic, data, "data.synthetic_source")
-        budget = LabelBudget(self.label_fraction, self.k_shot, self.val_fraction, self.split_seed)
-        self.subsets = plan_subsets(data, budget, archive, synthetic)
+        self.subsets = plan_subsets(data, self.budget(), archive, synthetic)
         self.data = data
         return data
+
+    def budget(self) -> LabelBudget:
+        return LabelBudget(self.label_fraction, self.k_shot, self.val_fraction, self.split_seed, self.folds, self.fold)
 
     def _check_one_shape(self, data: SourceData) -> None:
         """Batches need one size: an archive of mixed shapes needs `image_size` to resize."""
@@ -180,6 +186,11 @@ class MedicalDataModule(pl.LightningDataModule):
         data = self.load()
         return class_prior(self.subsets["labeled"], data.num_classes) if data.task == "classification" else None
 
+    def fold_ids(self) -> list[list[str]]:
+        """With cross-validation (`folds`), the ids of each fold of the pool; else empty."""
+        self.load()
+        return fold_ids(self.subsets["pool"], self.budget()) if self.folds is not None else []
+
     def labels_balanced(self) -> bool:
         """Whether the labels were drawn k per class, not at the data's class shares."""
         return bool(self.k_shot)
@@ -193,6 +204,7 @@ class MedicalDataModule(pl.LightningDataModule):
             "label_fraction": None if self.k_shot else self.label_fraction,
             "k_shot": self.k_shot,
             "val_fraction": self.val_fraction,
+            **({"folds": len(folds), "fold": self.fold, "fold_ids": folds} if (folds := self.fold_ids()) else {}),
             "mode": self.mode,
             "counts": {name: len(records) for name, records in self.subsets.items()},
             "class_counts": {name: class_counts(self.subsets[name]) for name in ("labeled", "val", "test")},
@@ -342,6 +354,12 @@ class MedicalDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
+
+    def plain_dataloader(self, subset: str) -> DataLoader:
+        """Every image of a subset in order, without augmentation, in this process alone (no
+        distributed sampler), e.g. for rank 0's out-of-fold predictions."""
+        self.load()
+        return self._dataloader(self.dataset(subset, train=False), self.eval_batch_size, False)
 
     def eval_dataloader(self, subset: str) -> DataLoader:
         """Any subset in order, without augmentation (prototypes, features, evaluation)."""

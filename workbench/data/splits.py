@@ -70,6 +70,29 @@ def k_shot_subset(records: Sequence[dict[str, Any]], k: int, seed: int) -> list[
     return sorted(chosen)
 
 
+def cv_folds(records: Sequence[dict[str, Any]], folds: int, seed: int) -> list[int]:
+    """Each record's cross-validation fold (0..K-1), stratified and per patient, seeded. K is
+    `folds`, or fewer where a class has fewer units (each class appears in every fold)."""
+    if folds < 2:
+        raise WorkbenchError(f"data.folds={folds}: expected 2 or more cross-validation folds")
+    units, strata = _units(records)
+    by_stratum = _by_stratum(strata)
+    k = min(folds, *(len(members) for members in by_stratum.values()))
+    if k < 2:
+        smallest = min(by_stratum, key=lambda s: len(by_stratum[s]))
+        raise WorkbenchError(f"data.folds={folds}: class {smallest} has {len(by_stratum[smallest])} labeled unit(s) in the label budget; "
+                             "cross-validation needs 2 or more per class (raise data.label_fraction or use selection=val)")
+    rng = np.random.default_rng(seed)
+    fold_of = [0] * len(records)
+    offset = 0  # each stratum continues where the last one stopped, so the folds stay level in size
+    for members in by_stratum.values():
+        for position, u in enumerate(rng.permutation(members)):
+            for i in units[u]:
+                fold_of[i] = (offset + position) % k
+        offset += len(members)
+    return fold_of
+
+
 def partition(
     records: Sequence[dict[str, Any]], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, list[int]]:

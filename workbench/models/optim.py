@@ -57,8 +57,13 @@ def configure_warmup_cosine(module: pl.LightningModule, optimizer: str = "adamw"
     `parameter_groups()` (optimizer groups, each may set its own `lr` and `start_epoch`) when it
     has one."""
     trainer = module.trainer
-    total = int(trainer.estimated_stepping_batches)
-    steps_per_epoch = total / max(1, trainer.max_epochs or 1)
+    total = int(trainer.estimated_stepping_batches)  # max_steps, or the epochs' optimizer steps
+    # Optimizer steps per epoch, for the settings counted in epochs (warm-up, start_epoch); also
+    # right when the budget is given in steps (trainer.max_steps with max_epochs=-1).
+    if trainer.train_dataloader is None:  # a budget in steps is known without the loader; epochs are not
+        trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else total / max(1, trainer.max_epochs or 1)
     hp = module.hparams
     groups = module.parameter_groups() if hasattr(module, "parameter_groups") else [p for p in module.parameters() if p.requires_grad]
     return warmup_cosine(

@@ -12,12 +12,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.metrics import compute_dice
 from torchmetrics import CatMetric, MeanMetric
 
+from workbench.evaluation.out_of_fold import per_image_dice
 from workbench.models.segmentation import build_segmentation_net
 from workbench.tasks.base import EvaluatedTask
 
@@ -81,13 +80,7 @@ class SegmentationTask(EvaluatedTask):
         label = batch["label"]
         # Weighted by images across ranks: the ranks' shares of a split can differ by one image.
         self.losses[stage].update(self.loss(logits, label), weight=len(label))
-        k = self.hparams.num_classes
-        pred = F.one_hot(logits.argmax(1), k).movedim(-1, 1)
-        truth = F.one_hot(label[:, 0].long(), k).movedim(-1, 1)
-        # Per image, mean over foreground classes; an image with no foreground at all scores
-        # 1 when the prediction is empty too (MONAI's ignore_empty=False convention).
-        per_image = compute_dice(pred, truth, include_background=False, ignore_empty=False).nanmean(1)
-        self.dice[stage].update(per_image.float())
+        self.dice[stage].update(per_image_dice(logits, label, self.hparams.num_classes).float())
 
     def _eval_epoch_end(self, stage: str) -> None:
         dice = self.dice[stage].compute()
