@@ -16,7 +16,7 @@ from workbench.config_path import config_dir
 COMMANDS = {
     "pipeline": ("workbench.pipeline", "pretrain -> synthesize -> finetune -> test -> report, with cached stages"),
     "train": ("workbench.train", "fit and test a classification (CAD) or segmentation task"),
-    "evaluate": ("workbench.evaluate", "score a trained checkpoint on the val view and the test split (1 or many processes)"),
+    "evaluate": ("workbench.evaluate", "score a trained checkpoint on the val subset and the test split (1 or many processes)"),
     "pretrain": ("workbench.pretrain", "self-supervised pretraining of a backbone (SimCLR, MoCo, BYOL, DINO, MAE, ...)"),
     "synthesize": ("workbench.synthesize", "train a generator (DDPM/DDIM, latent diffusion, GAN) and export a synthetic set"),
     "generate": ("workbench.generate", "sample a trained generator into a synthetic dataset with manifest and metrics"),

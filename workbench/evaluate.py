@@ -1,5 +1,5 @@
 """`workbench evaluate ckpt_path=<checkpoint> [same data and task overrides as the training
-run]`: score a trained classification or segmentation checkpoint on the validation view (which
+run]`: score a trained classification or segmentation checkpoint on the validation subset (which
 also picks the decision threshold) and once on the test split, on one process or many (DDP:
 every rank scores its own share of the images, none twice, and the scores are gathered).
 

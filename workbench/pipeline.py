@@ -10,6 +10,10 @@ with the same config is reused, so reruns and sweeps (other fractions, other rec
 pretraining) do not redo work. The finetune stage is wired to the earlier ones: the pretrained
 backbone (`task.pretrained` with its architecture and width) and the synthetic export
 (`data.synthetic_source`, mixed in at `synthetic_ratio`).
+
+`selection` says how the budget's labels choose the model: `val` (each model selected on the val
+subset) or `cv` (one model per fold of the budget's pool, trained for a fixed budget, scored as
+one ensemble, with the out-of-fold estimate `oof/*`); the baseline runs under the same one.
 """
 
 from __future__ import annotations

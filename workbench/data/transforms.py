@@ -192,6 +192,6 @@ def build_transforms(
 
 
 def strip_label(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The unlabeled view of a record: its label removed, so no stage can peek at it."""
+    """A record with its label removed (for the unlabeled and pretrain subsets), so no stage can peek at it."""
     return {k: v for k, v in record.items() if k != "label"}
 

@@ -1,5 +1,5 @@
 """Semi-supervised and few-shot finetuning: each method is a downstream task (classification or
-segmentation) that also learns from the datamodule's unlabeled view, or from episodes."""
+segmentation) that also learns from the datamodule's unlabeled subset, or from episodes."""
 
 from workbench.semi.cps import CrossPseudoSupervision
 from workbench.semi.fixmatch import FixMatch

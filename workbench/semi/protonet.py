@@ -2,7 +2,7 @@
 
 Training is episodic (data.episodes: N-way K-shot with Q queries per class): class prototypes
 are the mean support embeddings, queries are classified by negative squared Euclidean distance.
-Validation and test classify every image against prototypes of the whole labeled view (so the
+Validation and test classify every image against prototypes of the whole labeled subset (so the
 task's AUC, accuracy and threshold apply unchanged; under DDP each rank embeds its share of that
 view and the class sums are added up across ranks); the test also reports the mean accuracy of
 `eval_episodes` N-way K-shot episodes drawn from the test split, with a 95% confidence interval.
@@ -92,7 +92,7 @@ class PrototypicalNetwork(ClassificationTask):
 
     @torch.no_grad()
     def refresh_prototypes(self) -> None:
-        """Prototypes of the whole labeled view, without augmentation, from the current backbone.
+        """Prototypes of the whole labeled subset, without augmentation, from the current backbone.
         Under DDP the loader gives each rank its own share of the view (no item twice), so the
         class sums and counts are added up across ranks: every rank gets the same prototypes."""
         take_rank_zero_buffers(self)  # the backbone is called outside DDP's wrapper here

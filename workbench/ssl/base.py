@@ -88,7 +88,7 @@ class SSLMethod(pl.LightningModule):
     def configure_optimizers(self) -> dict:
         return configure_warmup_cosine(self, self.hparams.optimizer)
 
-    # ----- online evaluation: loader 0 = labeled view (bank), loader 1 = val view --------------
+    # ----- online evaluation: loader 0 = labeled subset (bank), loader 1 = val subset --------------
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         with torch.no_grad():
             features = self.backbone(batch["image"]).float()

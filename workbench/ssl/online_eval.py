@@ -1,6 +1,6 @@
 """Online evaluation of a pretraining run on frozen features: a weighted kNN classifier (the
 vote of lightly's `knn_predict`, returned as class scores so AUC can be computed) and a linear
-probe (logistic regression fitted on the labeled view)."""
+probe (logistic regression fitted on the labeled subset)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Validation and test scores and losses are gathered across ranks (torchmetrics CatMetric and
 MeanMetric), so AUC, accuracy and the loss are computed on the whole split under DDP, each image
 once (the datamodule's evaluation sampler does not repeat items). For two classes the decision
-threshold is chosen on the validation view at every validation (Youden's J, `threshold="val"`)
+threshold is chosen on the validation subset at every validation (Youden's J, `threshold="val"`)
 and stored in the checkpoint, so the test split is scored with the threshold of the selected
 model, chosen without test labels. With a few validation images that choice is mostly luck;
 `threshold="prior"` instead fixes it, when the test starts, so that the selected model calls as
@@ -31,7 +31,7 @@ from workbench.tasks.base import EvaluatedTask
 class FeatureStandardization(nn.BatchNorm1d):
     """Batch norm without affine parameters before a linear head, as in MAE's linear probe: the
     head sees standardised features, so their raw scale does not set its effective learning rate.
-    A training batch of one image (a labeled view's remainder) is standardised with the running
+    A training batch of one image (a labeled subset's remainder) is standardised with the running
     statistics instead of failing."""
 
     def __init__(self, dim: int) -> None:
