@@ -199,24 +199,20 @@ def test_two_process_evaluation_scores_like_one_process(tmp_path):
     assert scores["prior", "cpu"]["test/threshold"] != pytest.approx(scores["prior", "cpu"]["val/threshold"])
 
 
-def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(tmp_path):
-    data = ["data.source.num_train=24", "data.source.num_val=9", "data.source.num_test=9", "data.batch_size=8",
-            "data.eval_batch_size=8", "task.width=0.25", "data.split_seed=0"]
-    checkpoints = []
-    for seed in (0, 1):  # two members: the same labeled images, other initial weights and batches
-        train(compose_train([*data, "trainer.max_epochs=1", f"seed={seed}"], tmp_path / f"member{seed}"))
-        checkpoints.append(tmp_path / f"member{seed}" / "checkpoints" / "last.ckpt")
+def two_members(data: list[str], directory: Path, epochs: int) -> list[Path]:
+    """Two checkpoints on the same labeled images: other initial weights and batches."""
+    for seed in (0, 1):
+        train(compose_train([*data, f"trainer.max_epochs={epochs}", f"seed={seed}"], directory / f"member{seed}"))
+    return [directory / f"member{seed}" / "checkpoints" / "last.ckpt" for seed in (0, 1)]
 
-    def scored(paths: list[Path], name: str) -> dict:
-        listed = quoted_list([str(p) for p in paths])
-        return evaluate(compose_train([*data, f"ckpt_path={listed}"], tmp_path / name, config_name="evaluate"))
 
-    alone, twice, pair = scored(checkpoints[:1], "alone"), scored([checkpoints[0]] * 2, "twice"), scored(checkpoints, "pair")
-    assert pair["checkpoint"] == [str(c) for c in checkpoints] and alone["checkpoint"] == str(checkpoints[0])
-    for key in ("val/loss", "val/auc", "test/loss", "test/auc", "test/acc"):  # one model twice is that model
-        assert twice[key] == pytest.approx(alone[key], abs=1e-5), key
-    # The pair's test loss is the cross-entropy of the members' mean probabilities, computed here by hand.
-    datamodule, task, _ = build(compose_train(data, tmp_path / "by_hand"), "task")
+def evaluated(data: list[str], paths: list[Path], directory: Path) -> dict:
+    return evaluate(compose_train([*data, f"ckpt_path={quoted_list([str(p) for p in paths])}"], directory, config_name="evaluate"))
+
+
+def softmax_on_test_split(data: list[str], checkpoints: list[Path], directory: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each checkpoint's softmax on the test split, computed here by hand, and the labels."""
+    datamodule, task, _ = build(compose_train(data, directory), "task")
     datamodule.setup("test")
     batches = list(datamodule.test_dataloader())
     members = []
@@ -224,7 +220,21 @@ def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(t
         task.load_state_dict(load_checkpoint(path)["state_dict"])
         with torch.no_grad():
             members.append(torch.cat([task.eval()(b["image"]).softmax(1) for b in batches]))
-    labels = torch.cat([b["label"] for b in batches]).long().reshape(-1)
+    return members, torch.cat([b["label"] for b in batches]).long()
+
+
+def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(tmp_path):
+    data = ["data.source.num_train=24", "data.source.num_val=9", "data.source.num_test=9", "data.batch_size=8",
+            "data.eval_batch_size=8", "task.width=0.25", "data.split_seed=0"]
+    checkpoints = two_members(data, tmp_path, epochs=1)
+    alone, twice, pair = (evaluated(data, paths, tmp_path / name) for name, paths in
+                          (("alone", checkpoints[:1]), ("twice", [checkpoints[0]] * 2), ("pair", checkpoints)))
+    assert pair["checkpoint"] == [str(c) for c in checkpoints] and alone["checkpoint"] == str(checkpoints[0])
+    for key in ("val/loss", "val/auc", "test/loss", "test/auc", "test/acc"):  # one model twice is that model
+        assert twice[key] == pytest.approx(alone[key], abs=1e-5), key
+    # The pair's test loss is the cross-entropy of the members' mean probabilities.
+    members, labels = softmax_on_test_split(data, checkpoints, tmp_path / "by_hand")
+    labels = labels.reshape(-1)
     mean = (members[0] + members[1]) / 2
     assert pair["test/loss"] == pytest.approx(float(-mean[torch.arange(len(labels)), labels].log().mean()), rel=1e-4)
     assert pair["test/loss"] != pytest.approx(alone["test/loss"], rel=1e-3)
@@ -233,30 +243,16 @@ def test_evaluating_several_checkpoints_scores_the_mean_of_their_probabilities(t
 def test_an_ensemble_of_segmentation_checkpoints_scores_the_mean_of_their_softmax(tmp_path):
     data = ["task=segmentation", "task.channels=[8,16]", "task.num_res_units=0", "data.source.size=16", "data.source.num_train=8",
             "data.source.num_val=4", "data.source.num_test=4", "data.batch_size=4", "data.split_seed=0"]
-    checkpoints = []
-    for seed in (0, 1):
-        train(compose_train([*data, "trainer.max_epochs=2", f"seed={seed}"], tmp_path / f"member{seed}"))
-        checkpoints.append(tmp_path / f"member{seed}" / "checkpoints" / "last.ckpt")
-
-    def scored(paths: list[Path], name: str) -> dict:
-        return evaluate(compose_train([*data, f"ckpt_path={quoted_list([str(p) for p in paths])}"], tmp_path / name, config_name="evaluate"))
-
-    alone, twice, pair = scored(checkpoints[:1], "alone"), scored([checkpoints[0]] * 2, "twice"), scored(checkpoints, "pair")
+    checkpoints = two_members(data, tmp_path, epochs=2)
+    alone, twice, pair = (evaluated(data, paths, tmp_path / name) for name, paths in
+                          (("alone", checkpoints[:1]), ("twice", [checkpoints[0]] * 2), ("pair", checkpoints)))
     for key in ("test/loss", "test/dice"):  # one model twice is that model
         assert twice[key] == pytest.approx(alone[key], abs=1e-5), key
-    # The pair's test Dice is that of the argmax of the members' mean softmax, computed here by hand.
-    datamodule, task, _ = build(compose_train(data, tmp_path / "by_hand"), "task")
-    datamodule.setup("test")
-    batches = list(datamodule.test_dataloader())
-    members = []
-    for path in checkpoints:
-        task.load_state_dict(load_checkpoint(path)["state_dict"])
-        with torch.no_grad():
-            members.append(torch.cat([task.eval()(b["image"]).softmax(1) for b in batches]))
-    labels = torch.cat([b["label"] for b in batches])[:, 0].long()
+    # The pair's test Dice is that of the argmax of the members' mean softmax.
+    members, labels = softmax_on_test_split(data, checkpoints, tmp_path / "by_hand")
     predicted = ((members[0] + members[1]) / 2).argmax(1)
     dice = [2 * ((p == 1) & (t == 1)).sum() / ((p == 1).sum() + (t == 1).sum()) if (t == 1).any() or (p == 1).any() else torch.tensor(1.0)
-            for p, t in zip(predicted, labels)]
+            for p, t in zip(predicted, labels[:, 0])]
     assert pair["test/dice"] == pytest.approx(float(torch.stack(dice).mean()), abs=1e-5)
 
 
