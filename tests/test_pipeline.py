@@ -44,7 +44,9 @@ def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     baseline_cfg = stage_config(first, "baseline")
     assert baseline_cfg["task"]["pretrained"] is None and baseline_cfg["data"]["synthetic_source"] is None
     assert baseline_cfg["task"]["width"] == 0.25  # compared on the same architecture
-    assert first["labeled_images"] == 10 and 0.0 <= first["test/auc"] <= 1.0 and "baseline/test/auc" in first
+    assert first["labeled_images"] == 10
+    for stage, prefix in (("finetune", ""), ("baseline", "baseline/")):  # the summary reports each stage's own test
+        assert first[f"{prefix}test/auc"] == json.loads((Path(first["stages"][stage]["run_dir"]) / "metrics.json").read_text())["test/auc"]
 
     second = pipeline(compose_train(overrides, tmp_path / "second", config_name="pipeline"))
     assert [s["reused"] for s in second["stages"].values()] == [True, True, True, True]
@@ -85,8 +87,8 @@ def test_a_pipeline_of_two_members_scores_their_ensemble_and_a_rerun_reuses_it(t
     assert (members[0] / "split.json").read_text() == (members[1] / "split.json").read_text()
     single = pipeline(compose_train([*overrides, "members=1"], tmp_path / "single", config_name="pipeline"))
     assert single["stages"]["finetune"] == {"run_dir": str(members[0]), "reused": True}
-    assert first["labeled_images"] == 20 and 0.0 <= first["test/auc"] <= 1.0
-    assert "| finetune (ensemble of 2) | " in (tmp_path / "first" / "report.md").read_text()
+    assert first["labeled_images"] == 20 and first["test/auc"] == json.loads((scored / "metrics.json").read_text())["test/auc"]
+    assert "| finetune (ensemble of 2 models) | " in (tmp_path / "first" / "report.md").read_text()
     second = pipeline(compose_train(overrides, tmp_path / "second", config_name="pipeline"))
     assert second["stages"]["finetune"] == {"run_dir": str(scored), "reused": True} and second["test/auc"] == first["test/auc"]
 
@@ -264,8 +266,8 @@ def test_optuna_sweep_runs_two_trials(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"task.lr", "task.weight_decay", "task.label_smoothing"}
-    assert 0.0 <= best["best_value"] <= 1.0
-    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
+    trials = [json.loads(m.read_text()) for m in (tmp_path / "sweep").glob("*/metrics.json")]
+    assert len(trials) == 2 and best["best_value"] == max(t["best_val_score"] for t in trials)  # direction: maximize
 
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):

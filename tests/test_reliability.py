@@ -19,7 +19,11 @@ import torch
 from tests.conftest import REPO, compose_train, run_cli, write_png
 from workbench.data import ArchiveSource, MedicalDataModule
 from workbench.errors import WorkbenchError
+from workbench.generators.base import GeneratorModule
+from workbench.generators.loading import CLASS_KEY, load_module
+from workbench.generators.quality import FeatureNetwork
 from workbench.models.checkpoints import check_checkpoint_fits
+from workbench.models.ensemble import checkpoint_ensemble
 from workbench.pretrain import pretrain
 from workbench.synthesize import synthesize
 from workbench.tasks.classification import ClassificationTask
@@ -89,6 +93,37 @@ def test_last_checkpoint_is_every_epochs_end(tmp_path, command, config, override
         assert metrics["best_checkpoint"].endswith("epoch000.ckpt")
 
 
+class RecordStartStep(pl.Callback):
+    """Writes the optimizer step a fit starts from: a resumed fit starts at its checkpoint's."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        (Path(trainer.default_root_dir) / "start_step.json").write_text(json.dumps(trainer.global_step))
+
+
+@pytest.mark.parametrize(
+    "command, config, overrides",
+    [
+        (train, "train", ["task.width=0.25"]),
+        (pretrain, "pretrain", ["ssl=simclr", "ssl.width=0.25", "data.source.size=16", "data.pretrain_views.size=16"]),
+        (synthesize, "synthesize", ["generator=dcgan", "generator.generator_channels=8", "generator.discriminator_channels=8"]),
+    ],
+    ids=["train", "pretrain", "synthesize"],
+)
+def test_a_resumed_run_continues_from_its_checkpoint_not_from_scratch(tmp_path, command, config, overrides):
+    """Resuming with ckpt_path=<run>/checkpoints/last.ckpt starts at that checkpoint's step and
+    trains only the remaining epochs; starting over would end at the same step count too."""
+    tiny = ["data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8"]
+    command(compose_train([*overrides, *tiny, "trainer.max_epochs=2"], tmp_path / "first", config_name=config))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    record = "+callbacks.start_step._target_=tests.test_reliability.RecordStartStep"
+    resumed = command(compose_train([*overrides, *tiny, "trainer.max_epochs=3", f"ckpt_path={last}", record], tmp_path / "resumed", config_name=config))
+    saved = torch.load(last, weights_only=True)["global_step"]  # two epochs' steps (the GAN counts both optimizers')
+    assert json.loads((tmp_path / "resumed" / "start_step.json").read_text()) == saved > 0
+    assert resumed["steps"] == saved * 3 // 2 and resumed["epochs"] == 3
+    epochs = [line.split(",")[0] for line in (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["2"]  # the resumed run's own history: the one epoch it trained
+
+
 def test_same_seed_same_split_and_metrics_other_seed_other_split(tmp_path):
     def run(seed: int, name: str) -> tuple[dict, list]:
         cfg = compose_train([f"seed={seed}", "trainer.max_epochs=1", "data.label_fraction=0.5", *SMALL], tmp_path / name)
@@ -126,17 +161,46 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_checkpoints_load_with_weights_only(tmp_path):
+def _classifier() -> ClassificationTask:
+    return ClassificationTask(in_channels=1, num_classes=2, width=0.25)
+
+
+# Every way a file of weights enters the workbench: resume and evaluate (a checkpoint), an
+# evaluated ensemble, a generator for `workbench generate`, a pretrained backbone
+# (task.pretrained) and the synthesis metrics' feature network (generate.features).
+LOADERS = {
+    "checkpoint": ("evil.ckpt", lambda path: check_checkpoint_fits(path, _classifier())),
+    "ensemble": ("evil.ckpt", lambda path: checkpoint_ensemble(_classifier(), [path, path])),
+    "generator": ("evil.ckpt", lambda path: load_module(path, GeneratorModule)),
+    "task.pretrained": ("backbone.pt", lambda path: ClassificationTask(in_channels=1, num_classes=2, width=0.25, pretrained=str(path))),
+    "generate.features": ("backbone.pt", lambda path: FeatureNetwork.from_backbone(path)),
+}
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_a_malicious_pickle_is_refused_by_every_load_path_before_it_runs(tmp_path, loader):
+    name, load = LOADERS[loader]
     marker = tmp_path / "payload-ran"
-    path = tmp_path / "evil.ckpt"
+    path = tmp_path / name
     torch.save({"state_dict": {}, "extra": _Payload(str(marker))}, path)
-    assert not marker.exists()
-    with pytest.raises(WorkbenchError, match=r"evil\.ckpt: not a loadable checkpoint"):
-        check_checkpoint_fits(path, ClassificationTask(in_channels=1, num_classes=2))
-    assert not marker.exists()
+    meta = {"method": "test", "backbone": "resnet18", "spatial_dims": 2, "in_channels": 1, "small_input": True, "width": 0.25}
+    path.with_suffix(".json").write_text(json.dumps(meta))  # a backbone's provenance that fits, for the backbone loaders
+    with pytest.raises(WorkbenchError, match=rf"{name}: refused: it holds pickled objects besides tensors") as refused:
+        load(path)
+    assert not marker.exists() and "weights_only" not in str(refused.value)  # never advice to switch the check off
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(WorkbenchError, match=r"junk\.ckpt: not a loadable checkpoint"):
-        check_checkpoint_fits(tmp_path / "junk.ckpt", ClassificationTask(in_channels=1, num_classes=2))
+        check_checkpoint_fits(tmp_path / "junk.ckpt", _classifier())
+
+
+def test_a_generator_checkpoint_naming_a_class_outside_the_workbench_imports_nothing(tmp_path, monkeypatch):
+    (tmp_path / "planted.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w')\nclass Generator: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, CLASS_KEY: "planted.Generator"}, path)
+    with pytest.raises(WorkbenchError, match=r"other\.ckpt: not a GeneratorModule checkpoint \(it names class 'planted.Generator'\)"):
+        load_module(path, GeneratorModule)
+    assert not (tmp_path / "imported").exists()
 
 
 def test_archive_of_mixed_shapes_needs_image_size(tmp_path):

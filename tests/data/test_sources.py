@@ -79,17 +79,42 @@ def test_image_folder_with_csv(tmp_path, dtype, suffix):
         write_png(tmp_path / "img" / f"{i}{suffix}", array)
         lines.append(f"img/{i}{suffix},{label},p{i // 2}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    dm = MedicalDataModule(ImageFolderSource(str(tmp_path), val_split=0.2, test_split=0.2), image_size=16, batch_size=4)
+    dm = MedicalDataModule(ImageFolderSource(str(tmp_path), val_split=0.2, test_split=0.2), image_size=16, batch_size=4,
+                           label_fraction=0.5)
     dm.setup()
     data = dm.data
     assert (data.in_channels, data.num_classes) == (1, 2)
     assert all(isinstance(r["image"], str) for r in data.splits["train"])  # paths, read lazily
-    # patients stay whole inside one split
-    patients = {s: {r["id"].split("/")[-1] for r in data.splits[s]} for s in ("train", "val", "test")}
-    assert sum(len(p) for p in patients.values()) == 20
+    assert_patients_whole(data.splits, dm.subsets)
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape[1:] == (1, 16, 16)
     assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+
+
+def assert_patients_whole(splits: dict, subsets: dict) -> None:
+    """Every record names its patient, and each patient's records sit in one split, and within
+    the training split in the labeled or the unlabeled subset only."""
+    assert all("patient" in r for part in splits.values() for r in part)
+    owner = {}
+    for name, part in splits.items():
+        for r in part:
+            assert owner.setdefault(r["patient"], name) == name, f"patient {r['patient']} is in {owner[r['patient']]} and {name}"
+    labeled = {r["patient"] for r in subsets["labeled"]}
+    unlabeled = {r["patient"] for r in splits["train"] if r["id"] not in {x["id"] for x in subsets["labeled"]}}
+    assert labeled and unlabeled and not labeled & unlabeled
+
+
+def test_datalist_keeps_patients_whole(tmp_path):
+    rng = np.random.default_rng(2)
+    items = []
+    for i in range(24):  # 8 patients of 3 images, one class each
+        write_png(tmp_path / "img" / f"{i}.png", (rng.random((8, 8)) * 255).astype(np.uint8))
+        items.append({"image": f"img/{i}.png", "label": (i // 3) % 2, "patient": f"p{i // 3}"})
+    path = write_datalist(tmp_path / "dataset.json", {"training": items})
+    dm = MedicalDataModule(DatalistSource(str(path), task="classification", spatial_dims=2, val_split=0.25, test_split=0.25),
+                           batch_size=2, label_fraction=0.5)
+    dm.setup()
+    assert_patients_whole(dm.data.splits, dm.subsets)
 
 
 def test_datalist_nifti_3d_segmentation(tmp_path):

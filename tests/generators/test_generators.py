@@ -5,6 +5,7 @@ and the quality metrics are checked against known answers."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -15,14 +16,13 @@ from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
 from workbench.data.synthetic import RealSyntheticSampler
 from workbench.errors import WorkbenchError
 from workbench.generate import generate
-from workbench.generators.sampling import sampling_device
 from workbench.generators import ConditionalGAN, DiffusionModel
 from workbench.generators import export as export_module
 from workbench.generators.base import generator_ema_decay
-from workbench.generators.loading import load_module
 from workbench.generators.diffaugment import cutout, diff_augment
-from workbench.generators.gan import MinibatchStd
 from workbench.generators.export import export_synthetic
+from workbench.generators.gan import MinibatchStd
+from workbench.generators.loading import load_module
 from workbench.generators.quality import (
     FeatureNetwork,
     fid,
@@ -32,7 +32,9 @@ from workbench.generators.quality import (
     ms_ssim_scales,
     precision_recall,
     real_fid_floor,
+    sha256_of,
 )
+from workbench.generators.sampling import sampling_device
 from workbench.synthesize import synthesize
 
 TINY_2D = ["data.source.num_train=16", "data.source.num_val=6", "data.source.num_test=6", "data.batch_size=4"]
@@ -68,7 +70,8 @@ def test_every_generator_trains_exports_and_the_export_loads(tmp_path, overrides
     assert (tmp_path / "samples" / "epoch000.png").is_file()
     manifest = json.loads((tmp_path / "synthetic" / "manifest.json").read_text())
     assert manifest["task"] == task and manifest["count"] == count
-    assert len(manifest["checkpoint_sha256"]) == 64 and manifest["quality"]["fid"] >= 0
+    assert manifest["checkpoint_sha256"] == sha256_of(tmp_path / "checkpoints" / "last.ckpt")
+    assert manifest["quality"]["reference_view"] == "val" and math.isfinite(manifest["quality"]["fid"])
     data = SyntheticSource(str(tmp_path / "synthetic")).load()
     assert data.task == task and len(data.splits["train"]) == count
     rows = (tmp_path / "synthetic" / "memorisation.csv").read_text().splitlines()
@@ -331,3 +334,45 @@ def test_ms_ssim_diversity_is_one_for_identical_images_and_scales_fit_small_imag
     assert ms_ssim_diversity(torch.rand(10, 1, 28, 28)) < 0.2
     assert ms_ssim_scales((28, 28), 7) == 3 and ms_ssim_scales((256, 256), 7) == 5
     assert np.isnan(ms_ssim_diversity(torch.rand(3, 1, 4, 4)))
+
+
+def test_fid_of_two_gaussians_of_other_covariance_is_the_trace_term():
+    """FID(N(0, I), N(0, 4I)) in d dimensions = d (1 + 4 - 2 * 2) = d: the covariance term alone."""
+    g = torch.Generator().manual_seed(0)
+    unit = torch.randn(20000, 4, generator=g, dtype=torch.float64)
+    wide = 2.0 * torch.randn(20000, 4, generator=g, dtype=torch.float64)
+    assert fid(unit, wide) == pytest.approx(4.0, rel=0.05)
+
+
+def test_kid_equals_the_unbiased_mmd_with_the_cubic_kernel_computed_directly():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 3, generator=g, dtype=torch.float64), 0.5 + torch.randn(12, 3, generator=g, dtype=torch.float64)
+
+    def k(a, b):
+        return (sum(float(ai * bi) for ai, bi in zip(a, b)) / 3 + 1) ** 3
+
+    n = len(x)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(n) for j in range(n)) / (n * n)
+    assert kid(x, y, subsets=1, subset_size=n)[0] == pytest.approx(xx + yy - 2 * xy, rel=1e-6)
+
+
+def test_precision_and_recall_tell_a_generator_that_covers_one_of_two_clusters():
+    """Synthetic samples all in one of the real data's two clusters: every one is realistic
+    (precision 1), but only half of the real data is covered (recall 0.5)."""
+    g = torch.Generator().manual_seed(2)
+    clusters = torch.randn(400, 4, generator=g, dtype=torch.float64) * 0.1
+    clusters[200:] += 10.0
+    fake = clusters[:200].clone()  # the first cluster only
+    assert precision_recall(clusters, fake) == (1.0, 0.5)
+
+
+@pytest.mark.parametrize("position, flagged", [(0.24, True), (0.26, False)])
+def test_memorisation_flags_a_nearest_distance_below_a_third_of_the_second(position, flagged):
+    """A synthetic image on the line between two training images, at `position` of the way:
+    d1 / d2 = 0.24 / 0.76 = 0.32 is a near-copy, 0.26 / 0.74 = 0.35 is not."""
+    train = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4), 5 * torch.ones(1, 4, 4)])
+    fake = position * torch.ones(1, 1, 4, 4)
+    audit = memorisation_audit(fake, train)
+    assert (audit["flagged"] == [0]) is flagged and audit["nearest_index"] == [0]

@@ -54,13 +54,34 @@ def test_every_method_trains_on_phantoms(tmp_path, overrides):
     assert metrics["steps"] == 2
     history = (tmp_path / "metrics.csv").read_text()
     assert "train/loss" in history
-    if "task=protonet" in overrides:
-        assert 0.0 <= metrics["test/episode_acc"] <= 1.0 and metrics["test/episode_acc_ci95"] >= 0.0
+    if "task=protonet" in overrides:  # 20 test episodes: the 95% interval of their mean accuracy
+        assert "test/episode_acc" in metrics and metrics["test/episode_acc_ci95"] > 0.0
     elif overrides[0] in ("task=fixmatch", "task=freematch", "task=mean_teacher"):
-        assert "train/unsup_loss" in history and 0.0 <= metrics["test/acc"] <= 1.0
+        assert "train/unsup_loss" in history and {"test/auc", "test/acc"} <= set(metrics)
         assert ("train/fairness_loss" in history) == (overrides[0] == "task=freematch")
     else:
-        assert "train/unsup_loss" in history and 0.0 <= metrics["test/dice"] <= 1.0
+        assert "train/unsup_loss" in history and "test/dice" in metrics
+
+
+@pytest.mark.parametrize(
+    "overrides, key, chance",
+    [
+        (["task=fixmatch", "task.width=0.25", "data.unlabeled_ratio=2", "+trainer.limit_train_batches=10"], "test/auc", 0.5),
+        (["task=cps", "task.channels=[8,16,32]", "+trainer.limit_train_batches=10"], "test/dice", None),
+    ],
+    ids=["fixmatch", "cps"],
+)
+def test_semi_supervised_methods_learn_the_phantoms(tmp_path, overrides, key, chance):
+    """A few epochs from 20 labels and 180 unlabeled phantoms beat chance clearly: AUC above
+    0.5 for FixMatch; for CPS a Dice above that of predicting the whole image foreground."""
+    cfg = compose_train([*overrides, "data.label_fraction=0.1", "data.batch_size=8", "trainer.max_epochs=5"], tmp_path)
+    metrics = train(cfg)
+    if chance is None:  # Dice of an all-foreground prediction: 2 |mask| / (|mask| + |image|)
+        datamodule = instantiate(cfg.data, output_dir=None)
+        datamodule.setup("test")
+        masks = torch.cat([b["label"] for b in datamodule.test_dataloader()]).flatten(1).float()
+        chance = float((2 * masks.sum(1) / (masks.sum(1) + masks.shape[1])).mean())
+    assert metrics[key] > chance + 0.2, (metrics[key], chance)
 
 
 def test_semi_supervised_task_without_unlabeled_batches_is_refused(tmp_path):
@@ -277,4 +298,4 @@ def test_episodic_training_runs_under_two_process_ddp(tmp_path):
     assert prototypes["max_difference_from_one_process"] < 1e-5
     episodes = prototypes["episodes_per_rank"]  # the ids of each rank's training episodes
     assert [len(e) for e in episodes] == [2, 2] and not set(map(tuple, episodes[0])) & set(map(tuple, episodes[1]))
-    assert 0.0 <= json.loads((tmp_path / "metrics.json").read_text())["test/episode_acc"] <= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/episode_acc_ci95"] > 0.0  # the test episodes ran

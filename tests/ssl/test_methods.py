@@ -211,7 +211,9 @@ def test_views_shapes_multicrop_and_channels(dims):
 
 
 def test_backbone_of_another_width_is_refused(tmp_path):
-    SimCLR(in_channels=1, backbone="resnet18", width=0.5).export(tmp_path)
-    assert ClassificationTask(in_channels=1, num_classes=2, width=0.5, pretrained=str(tmp_path)).backbone is not None
+    pretrained = SimCLR(in_channels=1, backbone="resnet18", width=0.5)
+    pretrained.export(tmp_path)
+    loaded = ClassificationTask(in_channels=1, num_classes=2, width=0.5, pretrained=str(tmp_path)).backbone.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in pretrained.backbone.state_dict().items())  # the weights arrive
     with pytest.raises(WorkbenchError, match=r"width=0.5 \(expected 1.0\)"):
         ClassificationTask(in_channels=1, num_classes=2, pretrained=str(tmp_path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from workbench.io import written_aside  # noqa: E402
 
 
 def plot_training_curves(history: pd.DataFrame, path: str | Path, title: str = "") -> Path | None:
@@ -35,11 +36,9 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path, title: str = "
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
     """Writes the figure aside and renames it when complete, then closes it."""
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        fig.savefig(partial, dpi=dpi)
+        with written_aside(path) as partial:
+            fig.savefig(partial, dpi=dpi)
     finally:
         plt.close(fig)
-    os.replace(partial, path)
-    return path
+    return Path(path)

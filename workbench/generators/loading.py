@@ -23,10 +23,12 @@ def load_module(path: str | Path, base: type[pl.LightningModule]) -> pl.Lightnin
     """The module saved at `path` (a subclass of `base`), in eval mode on the CPU."""
     ckpt = checkpoint_path(path)
     name = load_checkpoint(ckpt).get(CLASS_KEY)
-    try:
-        cls = get_class(name) if name else None
-    except Exception:
-        cls = None
+    cls = None
+    if isinstance(name, str) and name.startswith("workbench."):  # nothing outside the workbench is ever imported
+        try:
+            cls = get_class(name)
+        except Exception:
+            cls = None
     if cls is None or not issubclass(cls, base):
         raise WorkbenchError(f"{ckpt}: not a {base.__name__} checkpoint (it names class {name!r}); expected one written by workbench synthesize")
     return cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()

@@ -3,6 +3,7 @@ checkpoint was made for another architecture."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,21 @@ from workbench.errors import WorkbenchError
 DESCRIBING_KEYS = ("backbone", "net", "spatial_dims", "in_channels", "num_classes")
 
 
+def refuse_pickled_objects(path: str | Path, error: Exception, expected: str) -> None:
+    """One line for a file that torch's weights-only loader refused because it holds objects
+    besides tensors (unpickling them could run code); other load errors pass on."""
+    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):  # torch names the refused object so
+        raise WorkbenchError(f"{path}: refused: it holds pickled objects besides tensors, which could run code when loaded; "
+                             f"expected {expected}") from None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint as a dict, loaded without unpickling arbitrary objects."""
     path = existing_file(path, "checkpoint", "a .ckpt file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        refuse_pickled_objects(path, e, "a .ckpt written by workbench")
         raise WorkbenchError(f"{path}: not a loadable checkpoint ({type(e).__name__}); expected a .ckpt written by workbench") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise WorkbenchError(f"{path}: no 'state_dict' in it (expected a Lightning checkpoint)")

@@ -5,7 +5,6 @@ architecture, dimensionality or channel count is refused with a clear error."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ import torch.nn as nn
 
 from workbench.data.files import existing_file
 from workbench.errors import WorkbenchError, first_line
-from workbench.io import write_json_atomic
+from workbench.io import write_json_atomic, written_aside
+from workbench.models.checkpoints import refuse_pickled_objects
 
 MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width")
 DEFAULTS = {"width": 1.0}  # what a backbone.json written before the key existed means
@@ -32,9 +32,8 @@ def export_backbone(backbone: nn.Module, directory: str | Path, provenance: dict
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / "backbone.pt"
-    partial = directory / ".backbone.pt.partial"
-    torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, partial)
-    os.replace(partial, weights)
+    with written_aside(weights) as partial:
+        torch.save({k: v.detach().cpu() for k, v in backbone.state_dict().items()}, partial)
     write_json_atomic(directory / "backbone.json", {**provenance, "weights": weights.name})
     return weights
 
@@ -55,6 +54,7 @@ def load_backbone(backbone: nn.Module, path: str | Path, expected: dict[str, Any
         state = torch.load(weights, map_location="cpu", weights_only=True)
         backbone.load_state_dict(state)
     except Exception as e:
+        refuse_pickled_objects(weights, e, "a backbone.pt written by workbench")
         raise WorkbenchError(f"{weights}: cannot load into the {expected.get('backbone')} backbone ({first_line(e)})") from None
     return meta
 
