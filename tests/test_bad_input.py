@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_cli, write_datalist, write_dicom, write_medmnist, write_nifti, write_png
 from workbench.data import ArchiveSource, DatalistSource, ImageFolderSource, MedicalDataModule, MedMNISTSource
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, find_workbench_error, one_line
 
 
 def first_batch(dm: MedicalDataModule, subset: str = "test"):
@@ -40,16 +42,19 @@ def test_corrupt_dicom_in_archive_is_named_or_skipped(tmp_path):
     assert len(data.extra["skipped_files"]) == 1 and "broken.dcm" in data.extra["skipped_files"][0]
 
 
-def test_truncated_nifti_in_datalist_names_the_file(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_truncated_nifti_in_datalist_names_the_file(tmp_path, workers):
+    """Read in a DataLoader worker process too, the error names the file in one line."""
     image = write_nifti(tmp_path / "img.nii.gz", np.random.rand(8, 8, 8).astype(np.float32))
     write_nifti(tmp_path / "seg.nii.gz", np.zeros((8, 8, 8), np.uint8))
     broken = tmp_path / "cut.nii.gz"
     broken.write_bytes(image.read_bytes()[:60])
     items = [{"image": "img.nii.gz", "label": "seg.nii.gz"}, {"image": "cut.nii.gz", "label": "seg.nii.gz"}]
     path = write_datalist(tmp_path / "d.json", {"training": items[:1] * 2, "validation": items[:1], "test": items})
-    dm = MedicalDataModule(DatalistSource(str(path)), augment=None)
-    with pytest.raises(WorkbenchError, match=r"cut\.nii\.gz: cannot read"):
+    dm = MedicalDataModule(DatalistSource(str(path)), augment=None, num_workers=workers)
+    with pytest.raises(WorkbenchError) as raised:
         first_batch(dm)
+    assert re.fullmatch(r".*cut\.nii\.gz: cannot read as an image or volume \(.*\)", one_line(find_workbench_error(raised.value)))
 
 
 def test_image_mask_shape_mismatch(tmp_path):

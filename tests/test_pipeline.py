@@ -45,6 +45,8 @@ def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert baseline_cfg["task"]["pretrained"] is None and baseline_cfg["data"]["synthetic_source"] is None
     assert baseline_cfg["task"]["width"] == 0.25  # compared on the same architecture
     assert first["labeled_images"] == 10
+    labeled = {stage: json.loads((Path(s["run_dir"]) / "split.json").read_text())["labeled_ids"] for stage, s in first["stages"].items()}
+    assert labeled["pretrain"] == labeled["synthesize"] == labeled["finetune"] == labeled["baseline"]  # one label budget
     for stage, prefix in (("finetune", ""), ("baseline", "baseline/")):  # the summary reports each stage's own test
         assert first[f"{prefix}test/auc"] == json.loads((Path(first["stages"][stage]["run_dir"]) / "metrics.json").read_text())["test/auc"]
 

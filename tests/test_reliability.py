@@ -124,9 +124,13 @@ def test_a_resumed_run_continues_from_its_checkpoint_not_from_scratch(tmp_path, 
     assert epochs == ["2"]  # the resumed run's own history: the one epoch it trained
 
 
-def test_same_seed_same_split_and_metrics_other_seed_other_split(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_same_split_and_metrics_other_seed_other_split(tmp_path, workers):
+    """Augmentations drawn in DataLoader worker processes are seeded from the run's seed too."""
+
     def run(seed: int, name: str) -> tuple[dict, list]:
-        cfg = compose_train([f"seed={seed}", "trainer.max_epochs=1", "data.label_fraction=0.5", *SMALL], tmp_path / name)
+        cfg = compose_train([f"seed={seed}", "trainer.max_epochs=1", "data.label_fraction=0.5", f"data.num_workers={workers}", *SMALL],
+                            tmp_path / name)
         metrics = train(cfg)
         split = json.loads((tmp_path / name / "split.json").read_text())
         return {k: v for k, v in metrics.items() if k.startswith(("test/", "best_val"))}, split["labeled_ids"]
