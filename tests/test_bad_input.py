@@ -88,6 +88,45 @@ def test_class_labels_out_of_range(tmp_path):
         ImageFolderSource(str(tmp_path)).load()
 
 
+def test_inferred_class_ids_must_be_contiguous_and_declared_ones_hold(tmp_path):
+    """A stray 7 among binary labels is refused, not taken for eight classes."""
+    path = write_medmnist(tmp_path / "stray.npz", (8, 8), num_classes=2)
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["train_labels"][3] = 7
+    np.savez(path, **arrays)
+    with pytest.raises(WorkbenchError, match=r"stray\.npz: class ids \[0, 1, 7\] skip \[2, 3, 4, 5, 6\]; expected contiguous ids from 0"):
+        MedMNISTSource(str(path)).load()
+    with pytest.raises(WorkbenchError, match=r"stray\.npz \[train\]: label 7 out of range; expected integers in \[0, 1\]"):
+        MedMNISTSource(str(path), num_classes=2).load()
+
+
+def test_string_labels_in_a_csv_map_through_declared_names_or_are_refused(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_png(tmp_path / f"{name}.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "labels.csv").write_text("image,diagnosis\na.png,normal\nb.png,pneumonia\nc.png,normal\nd.png,pneumonia\n")
+    with pytest.raises(WorkbenchError, match=r"labels\.csv:2: column 'diagnosis': 'normal' is not an integer class; declare the names"):
+        ImageFolderSource(str(tmp_path), label_column="diagnosis").load()
+    data = ImageFolderSource(str(tmp_path), label_column="diagnosis", class_names=["normal", "pneumonia"], val_split=0.0, test_split=0.0).load()
+    assert data.num_classes == 2 and sorted((r["id"][-5:], r["label"]) for r in data.splits["train"]) == [
+        ("a.png", 0), ("b.png", 1), ("c.png", 0), ("d.png", 1)]
+    with pytest.raises(WorkbenchError, match=r"labels\.csv:3: column 'diagnosis': 'pneumonia' is not one of the declared class_names \['normal', 'covid'\]"):
+        ImageFolderSource(str(tmp_path), label_column="diagnosis", class_names=["normal", "covid"]).load()
+
+
+def test_a_datalist_declares_its_classes_with_its_own_labels(tmp_path):
+    """Decathlon's "labels" give the class count (MSD Hippocampus: background, anterior, posterior)."""
+    write_nifti(tmp_path / "img.nii.gz", np.random.rand(6, 6, 6).astype(np.float32))
+    write_nifti(tmp_path / "seg.nii.gz", np.arange(216).reshape(6, 6, 6).astype(np.uint8) % 3)
+    item = {"image": "img.nii.gz", "label": "seg.nii.gz"}
+    labels = {"0": "background", "1": "Anterior", "2": "Posterior"}
+    path = write_datalist(tmp_path / "d.json", {"labels": labels, "training": [item, item], "validation": [item], "test": [item]})
+    assert DatalistSource(str(path)).load().num_classes == 3
+    assert set(first_batch(MedicalDataModule(DatalistSource(str(path)), augment=None))["label"].unique().tolist()) == {0, 1, 2}
+    with pytest.raises(WorkbenchError, match=r"d\.json: its 'labels' declare 3 classes, but data.source.num_classes=2"):
+        DatalistSource(str(path), num_classes=2).load()
+
+
 def test_csv_row_with_missing_label_or_file(tmp_path):
     write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
     (tmp_path / "labels.csv").write_text("image,label\na.png,1\na.png,\n")

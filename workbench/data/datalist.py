@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.data.files import existing_file, inside_root, probe_channels
-from workbench.data.source import SourceData, check_class_labels
+from workbench.data.source import SourceData, class_count
 from workbench.data.splits import partition
 from workbench.errors import WorkbenchError
 
@@ -28,7 +28,7 @@ class DatalistSource:
         base_dir: str | None = None,
         task: str = "segmentation",
         spatial_dims: int = 3,
-        num_classes: int = 2,
+        num_classes: int | None = None,
         val_split: float = 0.2,
         test_split: float = 0.2,
         split_seed: int = 0,
@@ -42,6 +42,15 @@ class DatalistSource:
         self.test_split = test_split
         self.split_seed = split_seed
 
+    def _declared_classes(self, content: dict, path: Path) -> int | None:
+        """`num_classes` as given, else the count of the datalist's own `labels` (Decathlon's
+        {"0": "background", ...}); both given must agree."""
+        names = content.get("labels")
+        listed = len(names) if isinstance(names, (dict, list)) and names else None
+        if self.num_classes is not None and listed is not None and listed != self.num_classes:
+            raise WorkbenchError(f"{path}: its 'labels' declare {listed} classes, but data.source.num_classes={self.num_classes}")
+        return self.num_classes if self.num_classes is not None else listed
+
     def _items(self, path: Path) -> dict[str, list]:
         try:
             content = json.loads(path.read_text())
@@ -49,6 +58,7 @@ class DatalistSource:
             raise WorkbenchError(f"{path}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
         if not isinstance(content, dict) or not isinstance(content.get("training"), list):
             raise WorkbenchError(f"{path}: expected a JSON object with a 'training' list of image/label items")
+        self.declared = self._declared_classes(content, path)
         return {split: content.get(key) or [] for split, key in KEYS.items()}
 
     def _record(self, item: object, root: Path, where: str) -> dict:
@@ -78,8 +88,9 @@ class DatalistSource:
             for split, entries in items.items()
         }
         if self.task == "classification":
-            labels = np.array([r["label"] for rs in splits.values() for r in rs])
-            check_class_labels(labels, self.num_classes, str(path))
+            num_classes = class_count(np.array([r["label"] for rs in splits.values() for r in rs]), self.declared, str(path))
+        else:  # mask values are checked against it as each mask is read
+            num_classes = self.declared or 2
         if not splits["val"] or not splits["test"]:
             val_fraction = 0.0 if splits["val"] else self.val_split
             test_fraction = 0.0 if splits["test"] else self.test_split
@@ -92,6 +103,6 @@ class DatalistSource:
             task=self.task,
             spatial_dims=self.spatial_dims,
             in_channels=probe_channels(splits["train"][0]["image"]),
-            num_classes=self.num_classes,
+            num_classes=num_classes,
             description=str(path),
         )

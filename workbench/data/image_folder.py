@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.data.files import existing_dir, existing_file, inside_root, probe_channels
-from workbench.data.source import SourceData, check_class_labels
+from workbench.data.source import SourceData, class_count
 from workbench.data.splits import partition
 from workbench.data.transforms import PICTURE_SUFFIXES
 from workbench.errors import WorkbenchError
@@ -29,6 +29,7 @@ class ImageFolderSource:
         patient_column: str | None = "patient_id",
         split_column: str | None = "split",
         num_classes: int | None = None,
+        class_names: list[str] | None = None,
         val_split: float = 0.15,
         test_split: float = 0.15,
         split_seed: int = 0,
@@ -41,6 +42,7 @@ class ImageFolderSource:
         self.patient_column = patient_column
         self.split_column = split_column
         self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
         self.val_split = val_split
         self.test_split = test_split
         self.split_seed = split_seed
@@ -54,6 +56,18 @@ class ImageFolderSource:
                 if needed not in columns:
                     raise WorkbenchError(f"{csv_path}: no column '{needed}' (found {columns})")
             return list(reader)
+
+    def _class_of(self, label: str, where: str) -> int:
+        """A class id, or with `class_names` a name's position in that list."""
+        if self.class_names:
+            if label not in self.class_names:
+                raise WorkbenchError(f"{where}: column '{self.label_column}': '{label}' is not one of the declared class_names {self.class_names}")
+            return self.class_names.index(label)
+        try:
+            return int(label)
+        except ValueError:
+            raise WorkbenchError(f"{where}: column '{self.label_column}': '{label}' is not an integer class; declare the names "
+                                 "in order as data.source.class_names=[...] to map them") from None
 
     @staticmethod
     def _check_every_image_listed(root: Path, csv_path: Path, listed: set[str]) -> None:
@@ -78,10 +92,7 @@ class ImageFolderSource:
             image, label = (row.get(self.image_column) or "").strip(), (row.get(self.label_column) or "").strip()
             if not image or not label:
                 raise WorkbenchError(f"{where}: empty '{self.image_column}' or '{self.label_column}' (expected both)")
-            try:
-                y = int(label)
-            except ValueError:
-                raise WorkbenchError(f"{where}: label '{label}' is not an integer class") from None
+            y = self._class_of(label, where)
             path = inside_root(image, root, where)
             record = {"image": str(path), "label": y, "id": str(path)}
             if self.patient_column and row.get(self.patient_column):
@@ -90,8 +101,8 @@ class ImageFolderSource:
             official.append((row.get(self.split_column) or "").strip().lower() if self.split_column else "")
         if not self.allow_unlisted:
             self._check_every_image_listed(root, csv_path, {r["image"] for r in records})
-        num_classes = self.num_classes or max(r["label"] for r in records) + 1
-        check_class_labels(np.array([r["label"] for r in records]), num_classes, str(csv_path))
+        declared = self.num_classes or (len(self.class_names) if self.class_names else None)
+        num_classes = class_count(np.array([r["label"] for r in records]), declared, str(csv_path))
         if any(official):
             unknown = sorted(set(official) - {"train", "val", "test"})
             if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.data.files import existing_file
-from workbench.data.source import SourceData, check_class_labels
+from workbench.data.source import SourceData, class_count, check_class_labels
 from workbench.errors import WorkbenchError
 
 SPLITS = ("train", "val", "test")
@@ -53,7 +53,8 @@ class MedMNISTSource:
                 raise WorkbenchError(
                     f"{self.path}: {split}_labels has shape {y.shape}; expected (N, 1) single-label classes"
                 )
-        num_classes = self.num_classes or int(max(int(y.max()) for y in labels.values()) + 1)
+        # Declared: each split's labels are checked against it below; inferred: ids contiguous from 0.
+        num_classes = self.num_classes or class_count(np.concatenate([y[:, 0] for y in labels.values()]), None, str(self.path))
         splits = {}
         in_channels = 1
         for split in SPLITS:

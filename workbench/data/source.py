@@ -36,6 +36,23 @@ class SourceData:
             raise WorkbenchError(f"{self.description or 'data source'}: no training images found")
 
 
+def class_count(labels: np.ndarray, declared: int | None, where: str) -> int:
+    """The number of classes: `declared` where the source declares it (every label must lie
+    below it), else inferred from the labels, whose ids must then be contiguous from 0 (a gap,
+    as in {0, 1, 7}, is far likelier a stray label than five empty classes)."""
+    labels = np.asarray(labels)
+    if declared is not None:
+        check_class_labels(labels, declared, where)
+        return declared
+    check_class_labels(labels, int(labels.max()) + 1 if labels.size else 1, where)  # integers, not negative
+    present = sorted({int(y) for y in labels.reshape(-1)})
+    missing = sorted(set(range(present[-1] + 1)) - set(present)) if present else []
+    if missing:
+        raise WorkbenchError(f"{where}: class ids {present} skip {missing}; expected contiguous ids from 0 "
+                             "(or declare the classes: data.source.num_classes)")
+    return len(present) or 1
+
+
 def check_class_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
     """Integer class labels must lie in [0, num_classes)."""
     labels = np.asarray(labels)
