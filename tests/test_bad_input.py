@@ -7,9 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli, write_datalist, write_dicom, write_medmnist, write_nifti, write_png
+from tests.conftest import REPO, compose_train, run_cli, write_datalist, write_dicom, write_medmnist, write_nifti, write_png
 from workbench.data import ArchiveSource, DatalistSource, ImageFolderSource, MedicalDataModule, MedMNISTSource
 from workbench.errors import WorkbenchError, find_workbench_error, one_line
+from workbench.runs import run_command
+from workbench.train import train
 
 
 def first_batch(dm: MedicalDataModule, subset: str = "test"):
@@ -214,3 +216,40 @@ def test_file_named_png_that_is_not_one(tmp_path):
     dm.setup()
     with pytest.raises(WorkbenchError, match=r"fake\.png: cannot read as an image"):
         list(dm._loader("labeled", shuffle=False, batch_size=4))
+
+
+def bad_input_run(cfg, capsys) -> str:
+    """Runs `workbench train` on `cfg` as its command line does; returns its one error line."""
+    with pytest.raises(SystemExit) as stopped:
+        run_command(train, cfg)
+    assert stopped.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def test_bad_input_found_before_or_during_training_leaves_no_run_directory(tmp_path, capsys):
+    path = write_medmnist(tmp_path / "nan.npz", (8, 8))
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["val_images"] = arrays["val_images"].astype(np.float32)
+    arrays["val_images"][2, 0, 0] = np.nan
+    np.savez(path, **arrays)
+    line = bad_input_run(compose_train(["data=medmnist", f"data.source.path={path}"], tmp_path / "nan_run"), capsys)
+    assert line == f"error: {path} [val][2]: image has NaN or Inf values (expected finite intensities)"
+    assert not (tmp_path / "nan_run").exists()  # checked before anything was written
+
+    write_nifti(tmp_path / "img.nii.gz", np.random.rand(8, 8, 8).astype(np.float32))
+    write_nifti(tmp_path / "seg.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    write_nifti(tmp_path / "short.nii.gz", np.zeros((8, 8, 6), np.uint8))
+    good, bad = {"image": "img.nii.gz", "label": "seg.nii.gz"}, {"image": "img.nii.gz", "label": "short.nii.gz"}
+    datalist = write_datalist(tmp_path / "d.json", {"training": [good, good], "validation": [bad], "test": [good]})
+    overrides = ["data=datalist", f"data.source.path={datalist}", "task=segmentation", "task.channels=[8,16]", "data.image_size=null",
+                 "trainer.max_epochs=1"]
+    line = bad_input_run(compose_train(overrides, tmp_path / "mask_run"), capsys)  # read by the val loader, after training began
+    assert line.startswith("error: ") and "img.nii.gz: mask shape (8, 8, 6) does not match image shape (8, 8, 8)" in line
+    assert not (tmp_path / "mask_run").exists()
+
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "notes.txt").write_text("an earlier run's file")
+    bad_input_run(compose_train(overrides, tmp_path / "earlier"), capsys)
+    assert (tmp_path / "earlier" / "notes.txt").read_text() == "an earlier run's file"  # never removes what it did not create

@@ -4,6 +4,7 @@ the one-line error report shared by every command."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
+from pytorch_lightning.utilities import rank_zero_only
 
 from workbench.errors import find_workbench_error, one_line
 from workbench.evaluation.plots import plot_training_curves
@@ -107,11 +109,32 @@ def single_job_command_line() -> Iterator[None]:
         os.environ.update(environment)
 
 
+def created_fresh(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing of an earlier run: absent, or only Hydra's job log."""
+    return not run_dir.exists() or all(p.is_file() and p.suffix == ".log" for p in run_dir.iterdir())
+
+
+@contextmanager
+def removed_on_bad_input(run_dir: str | Path) -> Iterator[None]:
+    """A run directory this command creates is removed again when bad input stops the command,
+    wherever it is found (a file read by the loader mid-training, too): a run that never
+    finished leaves no half run directory. One that held an earlier run is left alone."""
+    run_dir = Path(run_dir)
+    fresh = created_fresh(run_dir)
+    try:
+        yield
+    except Exception as e:
+        if fresh and find_workbench_error(e) is not None and rank_zero_only.rank == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run_command(fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> Any:
     """Runs a command and returns the value of `cfg.optimized_metric` for sweepers (Optuna);
-    bad input ends it with one line on stderr and exit status 2."""
+    bad input ends it with one line on stderr and exit status 2, and removes the run directory
+    the command created."""
     try:
-        with single_job_command_line():
+        with single_job_command_line(), removed_on_bad_input(cfg.paths.output_dir):
             metrics = fn(cfg)
     except Exception as e:
         error = find_workbench_error(e)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
-from workbench.runs import redact_secrets
+from workbench.runs import redact_secrets, removed_on_bad_input
 
 HASH_PLACEHOLDER = "<stage directory>"
 
@@ -111,4 +111,5 @@ def run_stage(
     if metrics is not None:
         print(f"reusing {output_dir}", flush=True)
         return {**metrics, "reused": True}
-    return {**command(cfg), "reused": False}
+    with removed_on_bad_input(output_dir):
+        return {**command(cfg), "reused": False}

@@ -63,6 +63,10 @@ class MedMNISTSource:
             y = labels[split][:, 0]
             if len(images) != len(y):
                 raise WorkbenchError(f"{where}: {len(images)} images but {len(y)} labels")
+            if not np.issubdtype(images.dtype, np.integer):
+                bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))
+                if bad.size:
+                    raise WorkbenchError(f"{where}[{bad[0]}]: image has NaN or Inf values (expected finite intensities)")
             check_class_labels(y, num_classes, where)
             in_channels = images.shape[1]
             splits[split] = [
