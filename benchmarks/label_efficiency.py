@@ -232,7 +232,7 @@ def main() -> None:
                     f"recipe_name={name}", f"members={members}", *selection,
                     *[f"{k}={'null' if v is None else quoted_list(v)}" for k, v in stages.items() if k.startswith("stages.")],
                 ]
-                metrics = run_stage(pipeline, "pipeline", overrides, runs / f"{name}-{kind}{value}-{seed}")
+                metrics = run_stage(pipeline, "pipeline", overrides, runs / f"{name}-{kind}{value}-{args.selection}-{seed}")
                 scores = ({"auc": metrics["test/auc"], "acc": metrics["test/acc"], "oof_auc": metrics.get("oof/auc")}
                           if task == "classification" else {"dice": metrics["test/dice"], "oof_dice": metrics.get("oof/dice")})
                 record = {"dataset": dataset, "task": task, kind: value, "labeled_images": metrics["labeled_images"], "recipe": name,
