@@ -32,8 +32,8 @@ from workbench.generators.quality import (
     ms_ssim_scales,
     precision_recall,
     real_fid_floor,
-    sha256_of,
 )
+from workbench.io import sha256_of
 from workbench.generators.sampling import sampling_device
 from workbench.synthesize import synthesize
 
@@ -376,3 +376,35 @@ def test_memorisation_flags_a_nearest_distance_below_a_third_of_the_second(posit
     fake = position * torch.ones(1, 1, 4, 4)
     audit = memorisation_audit(fake, train)
     assert (audit["flagged"] == [0]) is flagged and audit["nearest_index"] == [0]
+
+
+def test_a_synthetic_set_whose_manifest_lies_is_refused(tmp_path):
+    """The count, the file list, each file and the generator checkpoint are checked on load."""
+    checkpoint = tmp_path / "generator.ckpt"
+    checkpoint.write_bytes(b"weights")
+
+    def made(name: str, **manifest) -> Path:
+        provenance = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint), **manifest}
+        return export_synthetic(tmp_path / name, torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), "classification", 2, [0, 255], provenance)
+
+    def lie(out: Path, **changes) -> None:
+        manifest = json.loads((out / "manifest.json").read_text())
+        (out / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+    assert len(SyntheticSource(str(made("honest"))).load().splits["train"]) == 4
+    lie(out := made("count"), count=1000)
+    with pytest.raises(WorkbenchError, match=r"count/manifest\.json: count 1000, but .*images holds 4 files"):
+        SyntheticSource(str(out)).load()
+    out = made("missing")
+    (out / "images" / "000003.png").unlink()
+    lie(out, count=3)
+    with pytest.raises(WorkbenchError, match=r"missing/manifest\.json: files_sha256 does not match the files"):
+        SyntheticSource(str(out)).load()
+    lie(out := made("hash"), checkpoint_sha256="0" * 64)
+    with pytest.raises(WorkbenchError, match=r"hash/manifest\.json: checkpoint_sha256 is not the sha256 of .*generator\.ckpt"):
+        SyntheticSource(str(out)).load()
+    out = made("unreadable")
+    (out / "images" / "000001.png").write_bytes(b"\x89PNG cut short")
+    lie(out, files_sha256=None)  # an export from before the file list was recorded: each file is still read
+    with pytest.raises(WorkbenchError, match=r"images/000001\.png: not a readable image"):
+        SyntheticSource(str(out)).load()

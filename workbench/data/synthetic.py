@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import torch
+from PIL import Image
 from torch.utils.data import Sampler
 
 from workbench.data.archive import ArchiveSource
@@ -24,6 +27,7 @@ from workbench.data.files import existing_dir
 from workbench.data.image_folder import ImageFolderSource
 from workbench.data.source import SourceData
 from workbench.errors import WorkbenchError
+from workbench.io import sha256_of
 
 MANIFEST_KEYS = ("format", "task", "spatial_dims", "in_channels", "num_classes", "count")
 
@@ -64,6 +68,43 @@ class SyntheticSet:
                 f"data.synthetic_ratio={'null' if ratio is None else ratio}"]
 
 
+def file_list_sha256(root: Path) -> str:
+    """sha256 of an export's data files: each one's path under `root` and its size, sorted, so a
+    file added, removed, renamed or rewritten to another size changes it."""
+    files = [p for sub in ("images", "masks") if (root / sub).is_dir() for p in (root / sub).rglob("*") if p.is_file()]
+    lines = sorted(f"{p.relative_to(root).as_posix()} {p.stat().st_size}" for p in files)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def verify_export(root: Path, manifest: dict[str, Any]) -> None:
+    """The export is what its manifest says: as many images, the same files, each readable, and
+    made by the checkpoint it names where that checkpoint is still there."""
+    where = root / "manifest.json"
+    images = sorted(p for p in (root / "images").glob("*") if p.is_file()) if (root / "images").is_dir() else []
+    if len(images) != manifest["count"]:
+        raise WorkbenchError(f"{where}: count {manifest['count']}, but {root / 'images'} holds {len(images)} files")
+    expected = manifest.get("files_sha256")  # exports made before it was recorded carry none
+    if expected is not None and file_list_sha256(root) != expected:
+        raise WorkbenchError(f"{where}: files_sha256 does not match the files in {root} (a file was added, removed or changed)")
+    checkpoint = Path(str(manifest.get("checkpoint", "")))
+    if manifest.get("checkpoint") and checkpoint.is_file() and sha256_of(checkpoint) != manifest.get("checkpoint_sha256"):
+        raise WorkbenchError(f"{where}: checkpoint_sha256 is not the sha256 of {checkpoint}, the checkpoint it names")
+    for image in images:
+        read_header(image)
+
+
+def read_header(path: Path) -> None:
+    """Opens an image's header (PNG or NIfTI), which a truncated or foreign file fails."""
+    try:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                image.verify()
+        else:
+            nib.load(str(path)).header.get_data_shape()
+    except Exception as e:
+        raise WorkbenchError(f"{path}: not a readable image ({type(e).__name__}); expected a file of the synthetic export") from None
+
+
 def check_compatible(synthetic: SourceData, real: SourceData, what: str) -> None:
     """Synthetic images must be interchangeable with the real ones they join."""
     mine = (synthetic.task, synthetic.spatial_dims, synthetic.in_channels, synthetic.num_classes)
@@ -81,6 +122,7 @@ class SyntheticSource:
     def load(self) -> SourceData:
         root = existing_dir(self.path, "synthetic dataset")
         manifest = read_manifest(root)
+        verify_export(root, manifest)
         task = manifest["task"]
         if task == "classification":
             inner = ImageFolderSource(str(root), num_classes=manifest["num_classes"], patient_column=None)

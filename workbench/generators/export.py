@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from workbench.data.synthetic import file_list_sha256
 from workbench.errors import WorkbenchError
 from workbench.io import write_json_atomic
 
@@ -126,6 +127,7 @@ def export_synthetic(
         if task == "classification":
             counts = {str(c): int((labels == c).sum()) for c in range(num_classes)}
         write_json_atomic(partial / MANIFEST, {
+            "files_sha256": file_list_sha256(partial),
             "format": FORMAT,
             "task": task,
             "spatial_dims": spatial_dims,

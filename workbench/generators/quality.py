@@ -16,7 +16,6 @@ sha256 of its weights).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -28,18 +27,11 @@ from monai.metrics import FIDMetric
 from monai.metrics.regression import compute_ms_ssim
 
 from workbench.data.files import existing_file
+from workbench.io import sha256_of
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import load_backbone
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FeatureNetwork:

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from workbench.errors import WorkbenchError
 from workbench.generators.base import GeneratorModule
 from workbench.generators.export import export_synthetic
-from workbench.generators.quality import FeatureNetwork, memorisation_audit, quality_report, sha256_of
+from workbench.generators.quality import FeatureNetwork, memorisation_audit, quality_report
+from workbench.io import sha256_of
 
 SAMPLING_KEYS = ("sampler", "steps", "guidance")
 
