@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -149,18 +150,37 @@ def test_csv_missing_rows_for_images_in_the_folder(tmp_path):
     assert len(data.splits["train"]) == 2
 
 
-def test_skipped_archive_files_are_counted_in_the_run_directory(tmp_path):
+def test_skipped_archive_files_are_said_and_recorded_and_too_few_left_is_refused(tmp_path, capsys):
     archive = tmp_path / "archive"
-    write_png(archive / "good.png", np.zeros((8, 8), np.uint8))
+    for name in ("a", "b", "c"):
+        write_png(archive / f"{name}.png", np.zeros((8, 8), np.uint8))
     (archive / "bad.png").write_text("not a png")
     (archive / "bad.dcm").write_bytes(b"nope")
     dm = MedicalDataModule(ArchiveSource(str(archive), on_bad_file="skip"), output_dir=str(tmp_path / "run"))
     dm.setup()
-    import json
-
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"{archive}: skipped 2 unreadable file(s) (on_bad_file=skip; all listed in split.json): ") and "bad.dcm" in line
     record = json.loads((tmp_path / "run" / "split.json").read_text())
-    assert record["skipped_count"] == 2 and len(record["skipped_files"]) == 2
-    assert any("bad.dcm" in line for line in record["skipped_files"])
+    assert record["skipped_count"] == 2 and sorted(p.split(":")[0].rsplit("/", 1)[-1] for p in record["skipped_files"]) == ["bad.dcm", "bad.png"]
+    for name in ("b", "c"):
+        (archive / f"{name}.png").unlink()
+    dm = MedicalDataModule(ArchiveSource(str(archive), on_bad_file="skip"))
+    dm.setup()
+    with pytest.raises(WorkbenchError, match=r"archive: the 'unlabeled' subset holds 1 image; training needs at least 2"):
+        dm.unlabeled_dataloader()
+
+
+@pytest.mark.parametrize("suffix, dims, expected", [
+    (".nii.gz", 2, r"a volume of shape \(6, 6, 6\), but data.source.spatial_dims=2 expects 2D images \(set data.source.spatial_dims=3"),
+    (".png", 3, r"a 2D image of shape \(6, 6\), but data.source.spatial_dims=3 expects volumes \(set data.source.spatial_dims=2"),
+])
+def test_an_archive_of_the_other_dimensionality_is_refused_at_scan_time(tmp_path, suffix, dims, expected):
+    if suffix == ".png":
+        write_png(tmp_path / "x.png", np.zeros((6, 6), np.uint8))
+    else:
+        write_nifti(tmp_path / "x.nii.gz", np.zeros((6, 6, 6), np.float32))
+    with pytest.raises(WorkbenchError, match=rf"x{re.escape(suffix)}: {expected}"):
+        ArchiveSource(str(tmp_path), spatial_dims=dims).load()
 
 
 def test_datalist_path_escaping_its_root(tmp_path):

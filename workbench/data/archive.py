@@ -9,6 +9,7 @@ lists them instead of stopping.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -74,7 +75,7 @@ class ArchiveSource:
         for path in files:
             try:
                 if self.check_headers:
-                    shapes[str(path)] = check_header(path)
+                    shapes[str(path)] = self.check_dimensions(path, check_header(path))
                 good.append(path)
             except WorkbenchError as e:
                 if self.on_bad_file == "error":
@@ -82,7 +83,22 @@ class ArchiveSource:
                 skipped.append(str(e))
         if not good:
             raise WorkbenchError(f"{root}: no readable {'/'.join(self.suffixes)} files in the archive")
+        if skipped:  # said on the console as well as recorded in split.json
+            shown = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+            print(f"{root}: skipped {len(skipped)} unreadable file(s) (on_bad_file=skip; all listed in split.json): {shown}", file=sys.stderr)
         return good, skipped, shapes
+
+    def check_dimensions(self, path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """A volume where 2D images are expected, or a 2D image where volumes are, is refused at
+        scan time, naming the setting to change (DICOM slices make volumes by series)."""
+        volume = len(shape) >= 3 and shape[2] > 1
+        if self.spatial_dims == 2 and volume:
+            raise WorkbenchError(f"{path}: a volume of shape {shape}, but data.source.spatial_dims=2 expects 2D images "
+                                 "(set data.source.spatial_dims=3 to read volumes)")
+        if self.spatial_dims == 3 and not volume and _suffix(path) != ".dcm":
+            raise WorkbenchError(f"{path}: a 2D image of shape {shape}, but data.source.spatial_dims=3 expects volumes "
+                                 "(set data.source.spatial_dims=2 to read 2D images)")
+        return shape
 
     def load(self) -> SourceData:
         files, skipped, shapes = self.scan()

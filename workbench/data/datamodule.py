@@ -266,6 +266,8 @@ class MedicalDataModule(pl.LightningDataModule):
         worker too), so a seeded run augments identically every time."""
         if not self.subsets.get(subset):
             raise WorkbenchError(f"the '{subset}' subset is empty for {self.load().description}")
+        if shuffle and len(self.subsets[subset]) < 2:  # a training batch of one image fails batch norm
+            raise WorkbenchError(f"{self.load().description}: the '{subset}' subset holds 1 image; training needs at least 2")
         dataset = self.dataset(subset, train=train)
         sampler = None
         if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
