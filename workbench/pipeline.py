@@ -81,6 +81,12 @@ def from_rank_zero(metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def cached(cfg: DictConfig, command: Any, config_name: str, overrides: list[str]) -> dict[str, Any]:
+    """One stage through the stage cache (`cache_dir`), its metrics as rank 0 has them."""
+    same_code = not cfg.reuse_across_code_versions
+    return from_rank_zero(run_stage(command, config_name, overrides, cache_dir=Path(cfg.cache_dir), same_code=same_code))
+
+
 def stage_seconds(metrics: dict[str, Any]) -> float | None:
     """A stage's training time (pretraining reports it as pretrain_seconds)."""
     return metrics.get("train_seconds", metrics.get("pretrain_seconds"))
@@ -169,13 +175,13 @@ def member_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [[f"seed={cfg.seed + 1000 * k}", f"data.split_seed={cfg.seed}"] if k else [] for k in range(cfg.members)]
 
 
-def trained(cfg: DictConfig, overrides: list[str], cache: Path) -> dict[str, Any]:
+def trained(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
     """A finetune or baseline stage: its models (`member_overrides`), and where there are
     several, their ensemble of mean probabilities scored by `workbench evaluate`. Under
     cross-validation the folds' held-out predictions give the out-of-fold estimate (`oof/*`,
     and the pooled predictions under `out_of_fold`) and, for two classes under
     `task.threshold=val`, the ensemble's decision threshold."""
-    runs = [from_rank_zero(run_stage(train, "train", [*overrides, *extra], cache_dir=cache)) for extra in member_overrides(cfg, overrides)]
+    runs = [cached(cfg, train, "train", [*overrides, *extra]) for extra in member_overrides(cfg, overrides)]
     if len(runs) == 1:
         return runs[0]
     scoring, estimate = [], {}
@@ -185,7 +191,7 @@ def trained(cfg: DictConfig, overrides: list[str], cache: Path) -> dict[str, Any
         if "oof/threshold" in estimate and compose_stage("train", overrides).task.get("threshold") == "val":
             scoring.append(f"task.threshold={estimate['oof/threshold']}")
     checkpoints = [r["best_checkpoint"] or str(Path(r["run_dir"]) / "checkpoints" / "last.ckpt") for r in runs]
-    scored = from_rank_zero(run_stage(evaluate, "evaluate", [*overrides, *scoring, f"ckpt_path={quoted_list(checkpoints)}"], cache_dir=cache))
+    scored = cached(cfg, evaluate, "evaluate", [*overrides, *scoring, f"ckpt_path={quoted_list(checkpoints)}"])
     return {
         **scored,
         **estimate,
@@ -204,7 +210,6 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Under DDP every rank runs the pipeline (Lightning starts the others with this command line);
     # only rank 0 writes the pipeline's own files, as the stages do.
     writer = rank_zero_only.rank == 0
-    cache = Path(cfg.cache_dir)
     shared = [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
               f"paths.data_dir={cfg.paths.data_dir}", *[str(o) for o in cfg.common]]
     plan = recipe_plan(cfg, shared)
@@ -212,13 +217,13 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         save_config(cfg, run_dir, command_line_overrides())
     stages: dict[str, dict] = {}
     if plan["pretrain"] is not None:
-        stages["pretrain"] = from_rank_zero(run_stage(pretrain, "pretrain", [*shared, *plan["pretrain"]], cache_dir=cache))
+        stages["pretrain"] = cached(cfg, pretrain, "pretrain", [*shared, *plan["pretrain"]])
     if plan["synthesize"] is not None:
-        stages["synthesize"] = from_rank_zero(run_stage(synthesize, "synthesize", [*shared, *plan["synthesize"]], cache_dir=cache))
+        stages["synthesize"] = cached(cfg, synthesize, "synthesize", [*shared, *plan["synthesize"]])
     wired, architecture = wiring(stages, cfg.synthetic_ratio)
-    stages["finetune"] = trained(cfg, [*shared, *wired, *plan["finetune"]], cache)
+    stages["finetune"] = trained(cfg, [*shared, *wired, *plan["finetune"]])
     if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
-        stages["baseline"] = trained(cfg, [*shared, *architecture, *plan["baseline"]], cache)
+        stages["baseline"] = trained(cfg, [*shared, *architecture, *plan["baseline"]])
 
     final = stages["finetune"]
     summary: dict[str, Any] = {

@@ -6,9 +6,12 @@ repeat work."""
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.utilities import rank_zero_only
 
+from workbench import __version__
 from workbench.config_path import config_dir
 from workbench.errors import WorkbenchError
 from workbench.runs import redact_secrets, removed_on_bad_input
@@ -73,10 +78,42 @@ def identity(cfg: DictConfig) -> dict:
     return comparable(probe)
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """12 hex digits of the sha256 of the config's `identity`."""
-    text = json.dumps(identity(cfg), sort_keys=True, default=str)
+@functools.cache
+def code_version() -> str:
+    """The workbench version and a sha256 of its Python code: a stage run by other code is not
+    the same stage, though its config is."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def config_hash(cfg: DictConfig, same_code: bool = True) -> str:
+    """12 hex digits of the sha256 of the config's `identity`, and unless `same_code` is off,
+    of the code's version (so an upgrade never reuses a stale result)."""
+    key = {"config": identity(cfg), "code": code_version()} if same_code else identity(cfg)
+    text = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@contextmanager
+def stage_lock(output_dir: Path) -> Iterator[None]:
+    """One process at a time in a stage directory: a second job that needs the same stage (a
+    sweep's jobs sharing a pretraining) waits here, then finds it finished and reuses it. A POSIX
+    record lock on `<dir>.lock`, which the system releases when its holder dies, so a killed job
+    leaves no stale lock (shared file systems need POSIX locks: NFS with lockd, Lustre with
+    -o flock). Only rank 0 locks: the other ranks of a DDP job follow it into the stage."""
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_dir.with_name(output_dir.name + ".lock"), "a+") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)  # blocks while another process holds it
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def finished(output_dir: Path, cfg: DictConfig) -> dict | None:
@@ -94,22 +131,26 @@ def finished(output_dir: Path, cfg: DictConfig) -> dict | None:
 
 
 def run_stage(
-    command: Callable[[DictConfig], dict], config_name: str, overrides: list[str], output_dir: Path | None = None, cache_dir: Path | None = None
+    command: Callable[[DictConfig], dict], config_name: str, overrides: list[str], output_dir: Path | None = None,
+    cache_dir: Path | None = None, same_code: bool = True,
 ) -> dict:
     """`command` on the composed config, writing into `output_dir` (default:
-    `cache_dir/<config_name>/<config hash>`); a finished run of the same config there is
-    reused. Returns the run's metrics, with `reused` telling which happened."""
+    `cache_dir/<config_name>/<config hash>`, the hash taking in the code's version unless
+    `same_code` is off); a finished run of the same config there is reused, and a process that
+    finds another at work there waits for it. Returns the run's metrics, with `reused` telling
+    which happened."""
     cfg = compose_stage(config_name, overrides)
     if output_dir is None:
         if cache_dir is None:
             raise ValueError("run_stage needs output_dir or cache_dir")
-        output_dir = Path(cache_dir) / config_name / config_hash(cfg)
+        output_dir = Path(cache_dir) / config_name / config_hash(cfg, same_code)
     output_dir = Path(output_dir)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
-    metrics = finished(output_dir, cfg)
-    if metrics is not None:
-        print(f"reusing {output_dir}", flush=True)
-        return {**metrics, "reused": True}
-    with removed_on_bad_input(output_dir):
-        return {**command(cfg), "reused": False}
+    with stage_lock(output_dir):
+        metrics = finished(output_dir, cfg)
+        if metrics is not None:
+            print(f"reusing {output_dir}", flush=True)
+            return {**metrics, "reused": True}
+        with removed_on_bad_input(output_dir):
+            return {**command(cfg), "reused": False}
