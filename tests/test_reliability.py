@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ import torch
 from tests.conftest import REPO, compose_train, run_cli, write_png
 from workbench.data import ArchiveSource, MedicalDataModule
 from workbench.errors import WorkbenchError
+from workbench.generate import generate
 from workbench.generators.base import GeneratorModule
 from workbench.generators.loading import CLASS_KEY, load_module
 from workbench.generators.quality import FeatureNetwork
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.models.ensemble import checkpoint_ensemble
+from workbench.pipeline import pipeline
 from workbench.pretrain import pretrain
 from workbench.synthesize import synthesize
 from workbench.tasks.classification import ClassificationTask
@@ -241,3 +244,59 @@ def test_wandb_offline_by_default_and_no_secrets_written(tmp_path):
     for path in run.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), f"secret written to {path}"
+
+
+def kill_when(proc: subprocess.Popen, appeared: Callable[[], list[Path]], what: str) -> list[Path]:
+    """kill -9 the process group of `proc` as soon as `appeared()` finds files; returns them."""
+    deadline, found = time.time() + 300, []
+    while time.time() < deadline and not found:
+        assert proc.poll() is None, f"the run ended before {what}"
+        found = appeared()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert found, f"{what} never happened"
+    return found
+
+
+def started(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+PIPELINE = ["recipe=ssl", "label_fraction=0.5", "common=['data.source.num_train=24','data.source.num_val=8','data.source.num_test=8','data.batch_size=8']",
+            "stages.pretrain=['ssl.width=0.25','trainer.max_epochs=1','data.pretrain_views.size=16']",
+            "stages.finetune=['task.width=0.25','trainer.max_epochs=6']", "stages.baseline=null"]
+
+
+def test_kill_9_during_a_pipeline_then_rerun_redoes_only_the_unfinished_stage(tmp_path):
+    """Killed while finetuning: the rerun reuses the finished pretraining, redoes the finetune
+    stage whole, and ends with an uninterrupted run's test metrics."""
+    args = ["workbench.pipeline", *PIPELINE, f"cache_dir={tmp_path / 'stages'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    kill_when(started(args), lambda: list((tmp_path / "stages" / "train").glob("*/checkpoints/last.ckpt")), "the finetune stage saved an epoch")
+    assert not (tmp_path / "run" / "report.md").exists()
+    result = run_cli(args, REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert rerun["stages"]["pretrain"]["reused"] and not rerun["stages"]["finetune"]["reused"]
+    uninterrupted = pipeline(compose_train([*PIPELINE, f"cache_dir={tmp_path / 'fresh'}"], tmp_path / "fresh_run", config_name="pipeline"))
+    assert rerun["test/auc"] == uninterrupted["test/auc"] and rerun["test/acc"] == uninterrupted["test/acc"]
+
+
+def test_kill_9_during_generate_leaves_no_partial_export_and_a_rerun_completes_it(tmp_path):
+    synthesize(compose_train(["generator=ddpm", "generator.channels=[8,16]", "generator.attention_levels=[false,false]",
+                              "generator.norm_num_groups=8", "generator.num_head_channels=8", "data.source.size=16",
+                              "data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8",
+                              "trainer.max_epochs=1", "generate.n_per_class=0"], tmp_path / "gen_run", config_name="synthesize"))
+    sampling = [f"run_dir={tmp_path / 'gen_run'}", "generate.n_per_class=64", "generate.steps=40", "generate.batch_size=8", "generate.quality=false"]
+    args = ["workbench.generate", *sampling, f"hydra.run.dir={tmp_path / 'export'}"]
+    kill_when(started(args), lambda: list((tmp_path / "export").glob("config.yaml")), "generate started sampling")
+    assert not (tmp_path / "export" / "synthetic").exists()  # nothing half-written is visible
+    result = run_cli(args, REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generate(compose_train(sampling, tmp_path / "uninterrupted", config_name="generate"))
+    rerun, whole = tmp_path / "export" / "synthetic", tmp_path / "uninterrupted" / "synthetic"
+    assert not list((tmp_path / "export").glob(".synthetic.partial*"))
+    assert [p.read_bytes() for p in sorted((rerun / "images").iterdir())] == [p.read_bytes() for p in sorted((whole / "images").iterdir())]
+    assert json.loads((rerun / "manifest.json").read_text())["files_sha256"] == json.loads((whole / "manifest.json").read_text())["files_sha256"]

@@ -10,6 +10,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -152,5 +153,7 @@ def run_stage(
         if metrics is not None:
             print(f"reusing {output_dir}", flush=True)
             return {**metrics, "reused": True}
+        if output_dir.exists() and rank_zero_only.rank == 0:  # a killed run's remains (nobody else holds the lock): redo it whole
+            shutil.rmtree(output_dir)
         with removed_on_bad_input(output_dir):
             return {**command(cfg), "reused": False}
