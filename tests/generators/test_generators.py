@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
 from workbench.data import MedicalDataModule, PhantomSource, SyntheticSource
@@ -408,3 +410,21 @@ def test_a_synthetic_set_whose_manifest_lies_is_refused(tmp_path):
     lie(out, files_sha256=None)  # an export from before the file list was recorded: each file is still read
     with pytest.raises(WorkbenchError, match=r"images/000001\.png: not a readable image"):
         SyntheticSource(str(out)).load()
+
+
+def test_the_docs_real_plus_synthetic_command_runs_as_written(tmp_path):
+    """docs/synthesize.md's `workbench train ... data.synthetic_source=...` line, with a real
+    export in place of <export>, composes and mixes the export into the labeled batches."""
+    import shlex
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "synthesize.md").read_text()
+    command = next(block for block in docs.split(".venv/bin/workbench ") if "data.synthetic_source=" in block)
+    command = command.split("```")[0].replace("\\\n", " ").split("#")[0]
+    out = export_synthetic(tmp_path / "export", torch.rand(6, 1, 28, 28), torch.tensor([0, 1] * 3), "classification", 2, [0, 255], {})
+    words = shlex.split(command.replace("<export>", str(out)))
+    assert words[0] == "train" and any(w.startswith("data.synthetic_source=") for w in words)
+    data = [w.replace("pneumoniamnist", "phantom2d") for w in words[1:]]  # the phantoms stand in for the real set
+    cfg = compose_train([*data, "data.source.size=28", "data.source.num_train=12", "data.label_fraction=0.5"], tmp_path / "run")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    assert len(datamodule.subsets["synthetic"]) == 6 and len(datamodule.train_dataloader().sampler) == 6 + 6
