@@ -273,3 +273,20 @@ def test_bad_input_found_before_or_during_training_leaves_no_run_directory(tmp_p
     (tmp_path / "earlier" / "notes.txt").write_text("an earlier run's file")
     bad_input_run(compose_train(overrides, tmp_path / "earlier"), capsys)
     assert (tmp_path / "earlier" / "notes.txt").read_text() == "an earlier run's file"  # never removes what it did not create
+
+
+def test_the_pipeline_report_says_how_many_files_were_skipped(tmp_path):
+    from workbench.pipeline import pipeline
+    from workbench.stages import quoted_list
+
+    archive = tmp_path / "archive"
+    for i in range(12):
+        write_png(archive / f"{i}.png", np.full((16, 16), 20 * i, np.uint8))
+    (archive / "broken.png").write_text("not a png")
+    common = ["data.source.num_train=16", "data.source.num_val=4", "data.source.num_test=4", "data.source.size=16", "data.batch_size=8",
+              f"data.unlabeled_source={{_target_:workbench.data.ArchiveSource,root:{archive},on_bad_file:skip}}"]
+    overrides = ["recipe=ssl", "label_fraction=0.5", f"common={quoted_list(common)}", "stages.baseline=null",
+                 "stages.pretrain=['ssl.width=0.25','trainer.max_epochs=1','data.pretrain_views.size=16']",
+                 "stages.finetune=['task.width=0.25','trainer.max_epochs=1']", f"cache_dir={tmp_path / 'stages'}"]
+    pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+    assert "Skipped unreadable files: 1 (on_bad_file=skip; all listed in" in (tmp_path / "run" / "report.md").read_text()

@@ -114,6 +114,7 @@ def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str,
         "(each fold model trained on the others; the oof/* values are the pooled held-out predictions)."
         if cfg.selection == "cv" else
         f"Labeled training images: {summary['labeled_images']} (validation images for model selection: {summary['val_images']}).",
+        *skipped_files_line(stages),
     ]
     if "baseline" in stages:
         lines += ["", "| test metric | recipe | supervised-only baseline | difference |", "|---|---|---|---|"]
@@ -122,6 +123,16 @@ def pipeline_report(cfg: DictConfig, stages: dict[str, dict], summary: dict[str,
                 mine, base = stages["finetune"][key], stages["baseline"][key]
                 lines.append(f"| {key} | {mine:.4f} | {base:.4f} | {mine - base:+.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def skipped_files_line(stages: dict[str, dict]) -> list[str]:
+    """A line for the unreadable files a stage skipped (`on_bad_file=skip`), from its split.json."""
+    for metrics in stages.values():
+        split = Path(metrics["run_dir"]) / "split.json"
+        skipped = json.loads(split.read_text()).get("skipped_count") if split.is_file() else 0
+        if skipped:
+            return ["", f"Skipped unreadable files: {skipped} (on_bad_file=skip; all listed in {split})."]
+    return []
 
 
 def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | None]:
