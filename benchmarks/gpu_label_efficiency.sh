@@ -54,7 +54,7 @@ elapsed() { echo "$1 after $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.
 
 ARGS=(benchmarks/label_efficiency.py --trainer "$TRAINER" --workers 2 --width 1.0 --pretrain-epochs "$EPOCHS" --pretrain-batch 256
       --pretrain-every 10 --pretrain-monitor-fraction 0.01 --on-device-views --pretrain-max-time "$MAX_TIME"
-      --supervised-epochs 60 --semi-epochs 15 --data-dir "$DATA" --runs "$RUNS" "${EXTRA[@]}")
+      --supervised-epochs 60 --semi-epochs 15 --selection val --data-dir "$DATA" --runs "$RUNS" "${EXTRA[@]}")  # val: sized for one lease; cv trains 5x
 declare -A pretrain
 for seed in "${SEEDS[@]}"; do
   timeout "$PRETRAIN_BUDGET" "$PY" "${ARGS[@]}" --seeds "$seed" --fractions 0.01 --recipes byol+probe --out "$RUNS/pretrain$seed.json" \

@@ -27,7 +27,7 @@ mkdir -p "$OUT/logs"
 
 label_efficiency() {
   "$PY" benchmarks/label_efficiency.py --trainer "$TRAINER" --workers 2 --width 1.0 --pretrain-epochs 40 --supervised-epochs 60 \
-    --semi-epochs 15 --recipes supervised byol+fixmatch byol+probe byol+lp-ft+fixmatch --data-dir "$DATA" --runs "$OUT/label_efficiency_runs" "${EXTRA[@]}" "$@"
+    --semi-epochs 15 --selection val --recipes supervised byol+fixmatch byol+probe byol+lp-ft+fixmatch --data-dir "$DATA" --runs "$OUT/label_efficiency_runs" "${EXTRA[@]}" "$@"
 }
 
 "$PY" benchmarks/synthesis.py --trainer "$TRAINER" --workers 3 --diffusion-epochs 120 --gan-epochs 120 --feature-epochs 10 \
