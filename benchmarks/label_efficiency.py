@@ -93,8 +93,8 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
         net = ["task.channels=[16,32,64]", "data.batch_size=4", *finetune_budget]
         return {
             "supervised": {"recipe": "supervised", "stages.finetune": ["task=segmentation", *net]},
-            "mean_teacher": {"recipe": "semi", "stages.finetune": ["task=seg_mean_teacher", *net]},
-            "cps": {"recipe": "semi", "stages.finetune": ["task=cps", *net]},
+            "mean_teacher": {"recipe": "semi", "stages.finetune": ["task=seg_mean_teacher", *net], "stages.baseline": None},
+            "cps": {"recipe": "semi", "stages.finetune": ["task=cps", *net], "stages.baseline": None},
         }
     pretrain = ["ssl=byol", f"ssl.width={args.width}", *budget(args.pretrain_steps, args.pretrain_epochs), f"data.batch_size={args.pretrain_batch}",
                 f"data.pretrain_views.size={side}", f"data.label_fraction={args.pretrain_monitor_fraction or min(args.fractions or [1.0])}",
@@ -109,6 +109,7 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
             *(["data.unlabeled_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
             *(budget(args.semi_steps, None) if not args.semi_epochs else
               [f"trainer.max_epochs={args.semi_epochs}", *([] if args.limit_batches else [f"+trainer.limit_train_batches={args.steps_per_epoch}"])])]
+    # Each recipe is its own pipeline and `supervised` is the baseline: no recipe runs one beside it.
     # With --pretrained the byol recipes skip their pretraining stage and are handed that backbone
     # the way the pipeline hands over its own.
     given = PretrainedBackbone.from_run_dir(Path(args.pretrained).resolve()).to_overrides() if args.pretrained else []
