@@ -157,6 +157,8 @@ def test_a_budget_in_optimizer_steps_trains_that_many_steps_with_warm_up_in_epoc
     trainer.callbacks.append(schedule)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == 13  # 5 batches an epoch: 2 whole epochs, then 3 steps of the third
+    # last.ckpt holds the weights the budget ended with (what selection=last tests and ensembles)
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 13
     assert schedule.factor(0) == pytest.approx(1 / 6) and schedule.factor(4) == pytest.approx(5 / 6)  # one epoch of warm-up
     assert schedule.factor(5) == pytest.approx(1.0) and schedule.factor(13) == pytest.approx(0.0, abs=1e-6)  # cosine to 0 at step 13
 
