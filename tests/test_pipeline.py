@@ -332,3 +332,15 @@ def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
     assert external["checkpoint"] == folds
     assert external["test/auc"] > 0.9  # the brightness rule carries over to the other file
     assert json.loads((tmp_path / "external" / "split.json").read_text())["source"].endswith("other.npz")
+
+
+def test_a_segmentation_recipe_s_baseline_is_a_segmentation_network():
+    """The default baseline ([]) follows the finetune stage's kind of task, so recipe=semi with a
+    segmentation method compares against supervised segmentation, not a classifier."""
+    from workbench.pipeline import recipe_plan
+
+    cfg = compose_train(["recipe=semi", f"stages.finetune={quoted_list(['task=cps'])}"], Path("/tmp/unused"), config_name="pipeline")
+    plan = recipe_plan(cfg, ["data=phantom2d", "task_kind=segmentation"])
+    assert plan["baseline"] == ["task=segmentation"]
+    cfg = compose_train(["recipe=semi"], Path("/tmp/unused"), config_name="pipeline")  # FixMatch: a classifier's baseline
+    assert recipe_plan(cfg, ["data=phantom2d"])["baseline"] == []

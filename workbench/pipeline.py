@@ -142,9 +142,14 @@ def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | Non
     if plan["finetune"] is None:
         raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
     composed = {}
-    for name, overrides in plan.items():
+    for name, overrides in plan.items():  # finetune before baseline, which follows its kind of task
         if overrides is None:
             continue
+        if name == "baseline" and not any(o.startswith("task=") for o in overrides):
+            # Supervised-only means the finetune stage's kind of task: a segmentation network for
+            # a segmentation recipe (the train config's default task is a classifier).
+            kind = get_class(composed["finetune"].task._target_).data_task
+            plan[name] = overrides = ["task=segmentation", *overrides] if kind == "segmentation" else overrides
         try:
             composed[name] = compose_stage(STAGE_COMMANDS[name], [*shared, *overrides])
         except HydraException as e:
