@@ -302,6 +302,7 @@ def test_a_cross_validated_pipeline_scores_its_fold_ensemble_with_an_honest_esti
     assert sorted(held_out) == sorted(i for fold in splits[0]["fold_ids"] for i in fold) and len(set(held_out)) == len(held_out)
     assert summary["labeled_images"] == len(held_out) == splits[0]["counts"]["pool"]
     assert all(yaml.safe_load((f / "config.yaml").read_text())["selection"] == "last" for f in folds)
+    assert not any(k.startswith("test/") for f in folds for k in json.loads((f / "metrics.json").read_text()))  # tested once, as one
     predictions = json.loads(Path(summary["out_of_fold_finetune"]).read_text())
     assert sorted(predictions["ids"]) == sorted(held_out)
     key = "oof/auc" if task == "classification" else "oof/dice"

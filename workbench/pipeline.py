@@ -182,11 +182,13 @@ def member_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
       images (`data.split_seed` kept, `seed` moved: other initial weights, batches and
       augmentations), each selected on the val subset as one run is.
     - `selection=cv`: one model per cross-validation fold of the budget's pool, trained for the
-      stage's fixed budget and never selected on the fold it predicts (`selection=last`)."""
+      stage's fixed budget and never selected on the fold it predicts (`selection=last`), and
+      not tested on its own."""
     if cfg.selection == "cv":
         probe = compose_stage("train", [*overrides, f"data.folds={cfg.folds}", "data.fold=0"])
         folds = len(instantiate(probe.data, output_dir=None).fold_ids())  # fewer where a class is small
-        return [[f"data.folds={cfg.folds}", f"data.fold={k}", "selection=last"] for k in range(folds)]
+        # test=false: the test split is scored once, by the fold models' ensemble
+        return [[f"data.folds={cfg.folds}", f"data.fold={k}", "selection=last", "test=false"] for k in range(folds)]
     # member 0 is the single run itself, so the cache serves both
     return [[f"seed={cfg.seed + 1000 * k}", f"data.split_seed={cfg.seed}"] if k else [] for k in range(cfg.members)]
 
