@@ -28,10 +28,10 @@ from lightly.models.modules import SimCLRProjectionHead
 from common import ImagesPerSecond
 
 from workbench.data import MedicalDataModule, PhantomSource
-from workbench.models.backbones import build_backbone
-from workbench.ssl import SimCLR
 from workbench.data.augment import multi_view
+from workbench.models.backbones import build_backbone
 from workbench.models.optim import warmup_cosine
+from workbench.ssl import SimCLR
 
 RESULTS = Path(__file__).parent / "results" / "ssl_throughput.json"
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from lightning_fabric.plugins.environments.lightning import find_free_network_port
 
 from tests.conftest import REPO

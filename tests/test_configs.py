@@ -9,9 +9,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, get_method
-import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_train

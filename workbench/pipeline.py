@@ -30,8 +30,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from workbench.data.synthetic import SyntheticSet
 from workbench.errors import WorkbenchError, first_line
-from workbench.evaluation.out_of_fold import out_of_fold_metrics, pooled
 from workbench.evaluate import evaluate
+from workbench.evaluation.out_of_fold import out_of_fold_metrics, pooled
 from workbench.io import write_json_atomic, write_text_atomic
 from workbench.models.pretrained import PretrainedBackbone
 from workbench.pretrain import pretrain

@@ -22,7 +22,6 @@ from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.runs import run_command, save_config, set_environment_defaults, write_run_summary
 
-
 # Facts of the data and the label budget a module may ask for: the generators' image shape, a
 # classifier's labeled class prior and whether its labels were drawn balanced.
 DATA_FACTS = ("image_shape", "class_prior", "labels_balanced")

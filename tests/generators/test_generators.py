@@ -35,8 +35,8 @@ from workbench.generators.quality import (
     precision_recall,
     real_fid_floor,
 )
-from workbench.io import sha256_of
 from workbench.generators.sampling import sampling_device
+from workbench.io import sha256_of
 from workbench.synthesize import synthesize
 
 TINY_2D = ["data.source.num_train=16", "data.source.num_val=6", "data.source.num_test=6", "data.batch_size=4"]

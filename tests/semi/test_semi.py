@@ -250,7 +250,6 @@ def test_prototypes_and_episode_accuracy_on_separable_features():
 
 
 def test_rampup_counts_steps_of_the_real_epoch_length():
-    from types import SimpleNamespace
 
     from workbench.semi.seg_mean_teacher import MeanTeacherSegmentation
 

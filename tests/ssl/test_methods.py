@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from lightly.loss import BarlowTwinsLoss, NTXentLoss
 
 from tests.conftest import EVERY_PARAMETER_LEARNS, compose_train
+from workbench.data.augment import multi_view
 from workbench.errors import WorkbenchError
-from workbench.models.pretrained import load_backbone
 from workbench.pretrain import pretrain
 from workbench.ssl import BYOL, SimCLR
-from workbench.data.augment import multi_view
 from workbench.tasks.classification import ClassificationTask
 
 TINY = [

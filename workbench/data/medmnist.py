@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.data.files import existing_file
-from workbench.data.source import SourceData, class_count, check_class_labels
+from workbench.data.source import SourceData, check_class_labels, class_count
 from workbench.errors import WorkbenchError
 
 SPLITS = ("train", "val", "test")

@@ -20,9 +20,9 @@ from lightly.utils.scheduler import cosine_schedule
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from workbench.models.backbones import build_backbone
+from workbench.models.optim import configure_warmup_cosine
 from workbench.models.pretrained import backbone_provenance, export_backbone
 from workbench.ssl.online_eval import online_metrics
-from workbench.models.optim import configure_warmup_cosine
 
 
 class SSLMethod(pl.LightningModule):

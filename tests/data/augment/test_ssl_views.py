@@ -13,11 +13,11 @@ from hydra.utils import instantiate
 from monai.data import create_test_image_2d
 
 from tests.ssl.test_methods import TINY, compose_pretrain
-from workbench.errors import WorkbenchError
-from workbench.pretrain import pretrain
 from workbench.data.augment import ViewSpec, multi_view
 from workbench.data.augment.batched_ops import erf_gaussian_kernels, rotation, shear
 from workbench.data.augment.batched_views import BatchedMultiView, BatchedView
+from workbench.errors import WorkbenchError
+from workbench.pretrain import pretrain
 
 NOTHING = dict(crop_scale=(1.0, 1.0), flip=False, affine=False, intensity=0.0, blur=0.0, noise=0.0)
 

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 
 from tests.conftest import compose_train
 from tests.semi.test_semi import STEPS, TINY_2D
-from workbench.errors import WorkbenchError
 from workbench.data.augment import weak_strong
 from workbench.data.augment.batched_ops import Draws, cut_out
 from workbench.data.augment.batched_views import BatchedMultiView, BatchedWeakStrongView
+from workbench.errors import WorkbenchError
 from workbench.train import train
 
 
