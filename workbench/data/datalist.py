@@ -51,15 +51,15 @@ class DatalistSource:
             raise WorkbenchError(f"{path}: its 'labels' declare {listed} classes, but data.source.num_classes={self.num_classes}")
         return self.num_classes if self.num_classes is not None else listed
 
-    def _items(self, path: Path) -> dict[str, list]:
+    def _items(self, path: Path) -> tuple[dict[str, list], int | None]:
+        """Each split's items, and the class count the datalist declares (or None)."""
         try:
             content = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise WorkbenchError(f"{path}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
         if not isinstance(content, dict) or not isinstance(content.get("training"), list):
             raise WorkbenchError(f"{path}: expected a JSON object with a 'training' list of image/label items")
-        self.declared = self._declared_classes(content, path)
-        return {split: content.get(key) or [] for split, key in KEYS.items()}
+        return {split: content.get(key) or [] for split, key in KEYS.items()}, self._declared_classes(content, path)
 
     def _record(self, item: object, root: Path, where: str) -> dict:
         if not isinstance(item, dict) or "image" not in item:
@@ -82,15 +82,15 @@ class DatalistSource:
     def load(self) -> SourceData:
         path = existing_file(self.path, "datalist")
         root = Path(self.base_dir).expanduser() if self.base_dir else path.parent
-        items = self._items(path)
+        items, declared = self._items(path)
         splits = {
             split: [self._record(it, root, f"{path} [{KEYS[split]}][{i}]") for i, it in enumerate(entries)]
             for split, entries in items.items()
         }
         if self.task == "classification":
-            num_classes = class_count(np.array([r["label"] for rs in splits.values() for r in rs]), self.declared, str(path))
+            num_classes = class_count(np.array([r["label"] for rs in splits.values() for r in rs]), declared, str(path))
         else:  # mask values are checked against it as each mask is read
-            num_classes = self.declared or 2
+            num_classes = declared or 2
         if not splits["val"] or not splits["test"]:
             val_fraction = 0.0 if splits["val"] else self.val_split
             test_fraction = 0.0 if splits["test"] else self.test_split
