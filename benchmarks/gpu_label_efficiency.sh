@@ -40,15 +40,7 @@ read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 read -r -a EXTRA <<< "${EXTRA:-}"
 mkdir -p "$OUT" "$RUNS/logs"
 start=$(date +%s)
-if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then  # the device image lacks them (gpu_prepare.sh)
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  # Bytecode once, on every core: where PYTHONDONTWRITEBYTECODE is set (as on our CPU machine),
-  # each of the nine processes below would otherwise compile MONAI, lightly and Hydra anew.
-  python3 -m compileall -q -j 0 /tmp/site || echo "warning: some carried files did not compile to bytecode (listed above)" >&2
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source benchmarks/gpu_env.sh
 { nvidia-smi 2>&1 | head -15; "$PY" -c "import torch, monai, lightly, pytorch_lightning as pl; print('torch', torch.__version__, 'monai', monai.__version__, 'lightly', lightly.__version__, 'lightning', pl.__version__)"; nproc; echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"; } > "$OUT/machine.txt" 2>&1
 elapsed() { echo "$1 after $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.txt"; }
 

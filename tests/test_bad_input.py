@@ -219,6 +219,15 @@ def test_cli_corrupt_dicom_in_archive(tmp_path):
     assert f"{tmp_path}/bad.dcm: not a readable .dcm file" in line
 
 
+def test_cli_evaluate_of_a_folder_that_is_not_a_finished_run(tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    result = run_cli(["workbench.evaluate", f"paths.log_dir={tmp_path}/logs", f"run={tmp_path}/not_a_run"], REPO)
+    assert result.returncode == 2
+    assert error_lines(result) == [f"error: run={tmp_path}/not_a_run: no metrics.json and config.yaml there; "
+                                   "expected a finished train, evaluate or pipeline run directory"]
+    assert not list((tmp_path / "logs").rglob("*.yaml"))  # nothing written
+
+
 def test_cli_unknown_config_key(tmp_path):
     result = run_cli(["workbench.train", f"paths.log_dir={tmp_path}", "data.no_such_key=1"], REPO)
     assert result.returncode != 0
@@ -285,7 +294,7 @@ def test_the_pipeline_report_says_how_many_files_were_skipped(tmp_path):
     (archive / "broken.png").write_text("not a png")
     common = ["data.source.num_train=16", "data.source.num_val=4", "data.source.num_test=4", "data.source.size=16", "data.batch_size=8",
               f"data.unlabeled_source={{_target_:workbench.data.ArchiveSource,root:{archive},on_bad_file:skip}}"]
-    overrides = ["recipe=ssl", "label_fraction=0.5", f"common={quoted_list(common)}", "stages.baseline=null",
+    overrides = ["recipe=ssl", "selection=val", "label_fraction=0.5", f"common={quoted_list(common)}", "stages.baseline=null",
                  "stages.pretrain=['ssl.width=0.25','trainer.max_epochs=1','data.pretrain_views.size=16']",
                  "stages.finetune=['task.width=0.25','trainer.max_epochs=1']", f"cache_dir={tmp_path / 'stages'}"]
     pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))

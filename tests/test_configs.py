@@ -103,6 +103,14 @@ def test_recipes_finetune_a_pretrained_backbone_at_a_tenth_of_the_rate(tmp_path,
     assert compose_train(finetune, tmp_path).task.backbone_lr_scale == scale
 
 
+@pytest.mark.config
+@pytest.mark.parametrize("data, size", [("image_folder", 64), ("pneumoniamnist", 32)])
+def test_pretraining_views_take_the_finetuned_image_size_where_the_data_option_sets_one(tmp_path, data, size):
+    """Pretrained on 32-pixel crops, a backbone then finetuned on 64-pixel images sees objects at
+    twice the scale it learned them at; without data.image_size the views keep 32."""
+    assert compose_train([f"data={data}"], tmp_path, config_name="pretrain").data.pretrain_views.size == size
+
+
 def test_the_wheel_ships_every_config(tmp_path):
     """An installed workbench runs without the repository: the wheel carries configs/."""
     uv = Path(sys.executable).parent / "uv"

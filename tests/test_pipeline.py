@@ -19,7 +19,7 @@ from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, wri
 from workbench.models.checkpoints import load_checkpoint
 from workbench.pipeline import pipeline
 from workbench.runner import build
-from workbench.stages import quoted_list
+from workbench.stages import compose_stage, quoted_list
 from workbench.train import train
 
 TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
@@ -28,7 +28,7 @@ TINY_TRAIN = [*TINY, "trainer.max_epochs=1", "task.width=0.25"]
 
 def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     overrides = [
-        "recipe=all", "label_fraction=0.25", f"common={quoted_list(TINY)}", f"cache_dir={tmp_path / 'stages'}",
+        "recipe=all", "selection=val", "label_fraction=0.25", f"common={quoted_list(TINY)}", f"cache_dir={tmp_path / 'stages'}",
         f"stages.pretrain={quoted_list(['ssl=simclr', 'ssl.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2'])}",
         f"stages.synthesize={quoted_list(['generator=ddpm', 'generator.channels=[16,32]', 'generator.attention_levels=[false,false]', 'generator.norm_num_groups=8', 'generator.num_head_channels=16', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'generate.n_per_class=4', 'generate.steps=2', 'generate.quality=false'])}",
         f"stages.finetune={quoted_list(['task=fixmatch', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'data.unlabeled_ratio=1'])}",
@@ -78,7 +78,7 @@ def test_a_moved_stage_is_reused_and_another_config_never_overwrites_one(tmp_pat
 
 
 def test_a_pipeline_of_two_members_scores_their_ensemble_and_a_rerun_reuses_it(tmp_path):
-    overrides = ["label_fraction=0.5", "members=2", f"common={quoted_list(TINY_TRAIN)}", f"cache_dir={tmp_path / 'stages'}"]
+    overrides = ["recipe=supervised", "selection=val", "label_fraction=0.5", "members=2", f"common={quoted_list(TINY_TRAIN)}", f"cache_dir={tmp_path / 'stages'}"]
     first = pipeline(compose_train(overrides, tmp_path / "first", config_name="pipeline"))
     scored = Path(first["stages"]["finetune"]["run_dir"])
     assert scored.parent.name == "evaluate"
@@ -119,7 +119,7 @@ def stage_config(summary: dict, stage: str) -> dict:
 
 def test_multirun_over_fractions_and_recipes_ends_with_a_report_of_every_run(tmp_path):
     result = workbench([
-        "pipeline", "-m", "label_fraction=0.25,0.5", "recipe=supervised,semi", f"common={quoted_list(TINY_TRAIN)}",
+        "pipeline", "-m", "label_fraction=0.25,0.5", "recipe=supervised,semi", "selection=val", f"common={quoted_list(TINY_TRAIN)}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -157,7 +157,7 @@ def test_pipeline_runs_every_stage_under_two_process_ddp(tmp_path):
            "generator.discriminator_steps=2", "generator.r1_every=1", "data.batch_size=2", "trainer.max_epochs=1",
            "+trainer.limit_train_batches=2", "generate.n_per_class=2", "generate.quality=false", "callbacks.sample_grid.n_per_class=1"]
     overrides = [
-        "recipe=all", "label_fraction=0.25", f"common={quoted_list([*TINY, 'trainer=ddp_cpu', 'logger=csv', RANK_WEIGHTS])}",
+        "recipe=all", "selection=val", "label_fraction=0.25", f"common={quoted_list([*TINY, 'trainer=ddp_cpu', 'logger=csv', RANK_WEIGHTS])}",
         f"stages.pretrain={quoted_list(['ssl=simclr', 'ssl.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2'])}",
         f"stages.synthesize={quoted_list(gan)}",
         f"stages.finetune={quoted_list(['task=fixmatch', 'task.width=0.25', 'trainer.max_epochs=1', '+trainer.limit_train_batches=2', 'data.unlabeled_ratio=1'])}",
@@ -291,7 +291,7 @@ def test_a_cross_validated_pipeline_scores_its_fold_ensemble_with_an_honest_esti
         dataset = "phantom3d"
         common += ["data.source.size=16", "task_kind=segmentation"]
         finetune = ["task=segmentation", "task.channels=[8,16]", "task.num_res_units=0"]
-    overrides = [f"dataset={dataset}", "selection=cv", "folds=3", "label_fraction=0.5", f"common={quoted_list(common)}",
+    overrides = [f"dataset={dataset}", "recipe=supervised", "selection=cv", "folds=3", "label_fraction=0.5", f"common={quoted_list(common)}",
                  f"stages.finetune={quoted_list(finetune)}", f"stages.baseline={quoted_list(finetune)}", f"cache_dir={tmp_path / 'stages'}"]
     summary = pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
     scored = yaml.safe_load((Path(summary["stages"]["finetune"]["run_dir"]) / "config.yaml").read_text())
@@ -324,7 +324,7 @@ def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
 
     own, other = write_medmnist(tmp_path / "own.npz", (28, 28), seed=0), write_medmnist(tmp_path / "other.npz", (28, 28), seed=1)
     common = [f"data.source.path={own}", "data.batch_size=8", "trainer.max_epochs=3"]
-    overrides = ["dataset=medmnist", "selection=cv", "folds=2", "label_fraction=0.5", f"common={quoted_list(common)}",
+    overrides = ["dataset=medmnist", "recipe=supervised", "selection=cv", "folds=2", "label_fraction=0.5", f"common={quoted_list(common)}",
                  f"stages.finetune={quoted_list(['task.width=0.25'])}", "stages.baseline=null", f"cache_dir={tmp_path / 'stages'}"]
     summary = pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
     folds = yaml.safe_load((Path(summary["stages"]["finetune"]["run_dir"]) / "config.yaml").read_text())["ckpt_path"]
@@ -333,6 +333,11 @@ def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
     assert external["checkpoint"] == folds
     assert external["test/auc"] > 0.9  # the brightness rule carries over to the other file
     assert json.loads((tmp_path / "external" / "split.json").read_text())["source"].endswith("other.npz")
+    # run=<pipeline run dir>: the same ensemble, architecture and threshold, found from the run itself
+    by_run = evaluate(compose_train(["data=medmnist", f"data.source.path={other}", f"run={tmp_path / 'run'}"], tmp_path / "by_run",
+                                    config_name="evaluate"))
+    assert by_run["checkpoint"] == folds
+    assert (by_run["test/auc"], by_run["test/acc"]) == pytest.approx((external["test/auc"], external["test/acc"]), abs=1e-6)
 
 
 def test_a_segmentation_recipe_s_baseline_is_a_segmentation_network():
@@ -340,8 +345,23 @@ def test_a_segmentation_recipe_s_baseline_is_a_segmentation_network():
     segmentation method compares against supervised segmentation, not a classifier."""
     from workbench.pipeline import recipe_plan
 
-    cfg = compose_train(["recipe=semi", f"stages.finetune={quoted_list(['task=cps'])}"], Path("/tmp/unused"), config_name="pipeline")
-    plan = recipe_plan(cfg, ["data=phantom2d", "task_kind=segmentation"])
-    assert plan["baseline"] == ["task=segmentation"]
+    cfg = compose_train(["recipe=semi", f"stages.finetune={quoted_list(['task=cps'])}", f"common={quoted_list(['task_kind=segmentation'])}"],
+                        Path("/tmp/unused"), config_name="pipeline")
+    assert recipe_plan(cfg)["baseline"] == ["task=segmentation"]
     cfg = compose_train(["recipe=semi"], Path("/tmp/unused"), config_name="pipeline")  # FixMatch: a classifier's baseline
-    assert recipe_plan(cfg, ["data=phantom2d"])["baseline"] == []
+    assert recipe_plan(cfg)["baseline"] == []
+
+
+def test_the_training_budget_is_in_steps_for_every_stage_and_common_still_overrides_it():
+    """pretrain_steps / finetune_steps become max_steps with max_epochs=-1 for the pretraining,
+    the finetune stage and its baseline alike; the generator keeps its epochs."""
+    from workbench.pipeline import shared_overrides
+
+    cfg = compose_train(["budget.pretrain_steps=70", "budget.finetune_steps=30", "budget.finetune_batch_size=4",
+                         f"common={quoted_list(['trainer.max_epochs=2'])}"], Path("/tmp/unused"), config_name="pipeline")
+    composed = {stage: compose_stage("train" if stage in ("finetune", "baseline") else stage, shared_overrides(cfg, stage))
+                for stage in ("pretrain", "synthesize", "finetune", "baseline")}
+    assert composed["pretrain"].trainer.max_steps == 70 and composed["finetune"].trainer.max_steps == 30 == composed["baseline"].trainer.max_steps
+    assert composed["finetune"].data.batch_size == 4 == composed["baseline"].data.batch_size
+    assert composed["synthesize"].trainer.max_steps == -1
+    assert all(c.trainer.max_epochs == 2 for c in composed.values())  # common comes after the budget

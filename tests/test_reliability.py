@@ -265,7 +265,7 @@ def started(args: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-PIPELINE = ["recipe=ssl", "label_fraction=0.5", "common=['data.source.num_train=24','data.source.num_val=8','data.source.num_test=8','data.batch_size=8']",
+PIPELINE = ["recipe=ssl", "selection=val", "label_fraction=0.5", "common=['data.source.num_train=24','data.source.num_val=8','data.source.num_test=8','data.batch_size=8']",
             "stages.pretrain=['ssl.width=0.25','trainer.max_epochs=1','data.pretrain_views.size=16']",
             "stages.finetune=['task.width=0.25','trainer.max_epochs=6']", "stages.baseline=null"]
 

@@ -1,6 +1,7 @@
 """Where the Hydra config tree is (inside the installed wheel, else the repository's configs/),
-and the resolver its run directories are named with. Every command imports this module for its
-`@hydra.main`, so the resolver is registered before any config is composed."""
+and the resolvers its configs use (run directory names, defaults for null values). Every
+command imports this module for its `@hydra.main`, so the resolvers are registered before any
+config is composed."""
 
 from __future__ import annotations
 
@@ -38,5 +39,11 @@ def launch_name() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
+def or_default(value, default):
+    """`${or:${oc.select:data.image_size,null},32}`: the value, or the default where it is null."""
+    return default if value is None else value
+
+
+OmegaConf.register_new_resolver("or", or_default, replace=True)
 # Cached like Hydra's own `now`: every use in one process names the same directory.
 OmegaConf.register_new_resolver("launch_name", launch_name, use_cache=True, replace=True)

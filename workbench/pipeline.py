@@ -135,9 +135,26 @@ def skipped_files_line(stages: dict[str, dict]) -> list[str]:
     return []
 
 
-def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | None]:
-    """Each stage's overrides (None: the stage is skipped), every stage's config composed once
-    before any stage runs, so a bad recipe is refused before anything is trained or written."""
+def training_budget(budget: DictConfig, stage: str) -> list[str]:
+    """The pipeline's `budget` for one stage: optimizer steps instead of epochs (one recipe then
+    means the same training on 500 or 50,000 images) and images per step; null keeps the
+    stage config's own. The generator (synthesize) keeps its epochs."""
+    role = {"pretrain": "pretrain", "finetune": "finetune", "baseline": "finetune"}.get(stage)
+    steps, batch = (budget.get(f"{role}_steps"), budget.get(f"{role}_batch_size")) if role else (None, None)
+    return [*(["trainer.max_epochs=-1", f"trainer.max_steps={steps}"] if steps else []), *([f"data.batch_size={batch}"] if batch else [])]
+
+
+def shared_overrides(cfg: DictConfig, stage: str) -> list[str]:
+    """What a stage shares with the others (data option, label budget, seed), its training
+    budget, then `common`, which overrides both (e.g. a smoke test's trainer.max_epochs=1)."""
+    return [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}", f"paths.data_dir={cfg.paths.data_dir}",
+            *training_budget(cfg.budget, stage), *[str(o) for o in cfg.common]]
+
+
+def recipe_plan(cfg: DictConfig) -> dict[str, list[str] | None]:
+    """Each stage's overrides after the shared ones (None: the stage is skipped), every stage's
+    config composed once before any stage runs, so a bad recipe is refused before anything is
+    trained or written."""
     plan = {name: overrides_of(cfg.stages.get(name), name) for name in STAGE_COMMANDS}
     if plan["finetune"] is None:
         raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
@@ -151,7 +168,7 @@ def recipe_plan(cfg: DictConfig, shared: list[str]) -> dict[str, list[str] | Non
             kind = get_class(composed["finetune"].task._target_).data_task
             plan[name] = overrides = ["task=segmentation", *overrides] if kind == "segmentation" else overrides
         try:
-            composed[name] = compose_stage(STAGE_COMMANDS[name], [*shared, *overrides])
+            composed[name] = compose_stage(STAGE_COMMANDS[name], [*shared_overrides(cfg, name), *overrides])
         except HydraException as e:
             raise WorkbenchError(f"stages.{name}: {first_line(e)}") from None
     check_members(cfg.members, composed["finetune"])
@@ -228,20 +245,18 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
     # Under DDP every rank runs the pipeline (Lightning starts the others with this command line);
     # only rank 0 writes the pipeline's own files, as the stages do.
     writer = rank_zero_only.rank == 0
-    shared = [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
-              f"paths.data_dir={cfg.paths.data_dir}", *[str(o) for o in cfg.common]]
-    plan = recipe_plan(cfg, shared)
+    plan = recipe_plan(cfg)
     if writer:
         save_config(cfg, run_dir, command_line_overrides())
     stages: dict[str, dict] = {}
     if plan["pretrain"] is not None:
-        stages["pretrain"] = cached(cfg, pretrain, "pretrain", [*shared, *plan["pretrain"]])
+        stages["pretrain"] = cached(cfg, pretrain, "pretrain", [*shared_overrides(cfg, "pretrain"), *plan["pretrain"]])
     if plan["synthesize"] is not None:
-        stages["synthesize"] = cached(cfg, synthesize, "synthesize", [*shared, *plan["synthesize"]])
+        stages["synthesize"] = cached(cfg, synthesize, "synthesize", [*shared_overrides(cfg, "synthesize"), *plan["synthesize"]])
     wired, architecture = wiring(stages, cfg.synthetic_ratio)
-    stages["finetune"] = trained(cfg, [*shared, *wired, *plan["finetune"]])
-    if plan["baseline"] is not None:  # the same architecture, without the earlier stages' artifacts
-        stages["baseline"] = trained(cfg, [*shared, *architecture, *plan["baseline"]])
+    stages["finetune"] = trained(cfg, [*shared_overrides(cfg, "finetune"), *wired, *plan["finetune"]])
+    if plan["baseline"] is not None:  # the same architecture and budget, without the earlier stages' artifacts
+        stages["baseline"] = trained(cfg, [*shared_overrides(cfg, "baseline"), *architecture, *plan["baseline"]])
 
     final = stages["finetune"]
     summary: dict[str, Any] = {
