@@ -124,3 +124,26 @@ def test_two_nodes_of_one_process_each_under_torchrun(tmp_path):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
     assert "test/auc" in json.loads((run_dir / "metrics.json").read_text())
     assert_ranks_trained_in_step(run_dir)
+
+
+NOISE = ("💡 Tip: For seamless cloud logging", "`isinstance(treespec, LeafSpec)` is deprecated", "nvImageCodec",
+         "is smaller than the logging interval")
+
+
+def test_the_console_shows_none_of_the_known_noise_and_still_shows_real_warnings(tmp_path):
+    """Four lines every command printed (Lightning's advertisement, its pytree deprecation, the
+    missing NVIDIA codec, the logging interval of a small budget) are gone from the console, and
+    WORKBENCH_QUIET=0 brings them back; any other warning still shows."""
+    tiny = ["train", "data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8",
+            "trainer.max_epochs=1", "task.width=0.25"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "WORKBENCH_QUIET")}
+    runs = {quiet: subprocess.run([str(WORKBENCH), *tiny, f"hydra.run.dir={tmp_path / quiet}"], cwd=REPO, capture_output=True, text=True,
+                                  env=dict(env, WANDB_MODE="offline", **({"WORKBENCH_QUIET": quiet} if quiet == "0" else {})))
+            for quiet in ("default", "0")}
+    assert all(r.returncode == 0 for r in runs.values()), runs["default"].stderr[-3000:]
+    console, noisy = (runs[k].stdout + runs[k].stderr for k in ("default", "0"))
+    assert [n for n in NOISE if n in console] == [] and [n for n in NOISE if n not in noisy] == []
+    code = ("import warnings, workbench; warnings.warn('a real warning'); "
+            "warnings.warn('`isinstance(treespec, LeafSpec)` is deprecated, use TreeSpec', FutureWarning)")
+    shown = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=dict(env, WORKBENCH_QUIET="1")).stderr
+    assert "a real warning" in shown and "LeafSpec" not in shown

@@ -1,8 +1,7 @@
 """Data-efficient learning and synthesis workbench for medical imaging."""
 
-import warnings
+from workbench.console import quiet_known_noise
 
 __version__ = "0.1.0"
 
-# pydicom prints this once per reader on machines without NVIDIA's codec; it is not actionable.
-warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+quiet_known_noise()  # first, before any module of ours imports MONAI or Lightning

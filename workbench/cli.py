@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from workbench.config_path import config_dir
+from workbench.console import QUIET
 
 COMMANDS = {
     "pipeline": ("workbench.pipeline", "pretrain -> synthesize -> finetune -> test -> report, with cached stages"),
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{argv[0]}'; expected one of {sorted(COMMANDS)}", file=sys.stderr)
         return 2
     module = COMMANDS[argv[0]][0]
+    os.environ.setdefault(QUIET, "1")  # the known noise off (workbench.console); WORKBENCH_QUIET=0 shows it
     os.execv(sys.executable, [sys.executable, "-m", module, *argv[1:]])
     return 0  # not reached
 
