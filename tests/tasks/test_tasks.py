@@ -30,9 +30,10 @@ SMALL_3D = ["data=phantom3d", "data.source.size=16", "data.source.num_train=4", 
 def test_fast_dev_run(tmp_path, overrides):
     cfg = compose_train([*overrides, "+trainer.fast_dev_run=true", EVERY_PARAMETER_LEARNS], tmp_path)
     metrics = train(cfg)
-    key = "test/auc" if "task=classification" in overrides else "test/dice"
+    keys = ["test/auc"] if "task=classification" in overrides else ["test/dice", "test/dice_1", "test/hd95", "test/hd95_1", "test/surface_dice"]
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "split.json").is_file()
-    assert json.loads((tmp_path / "metrics.json").read_text())[key] == pytest.approx(metrics[key], nan_ok=True)
+    for key in keys:
+        assert json.loads((tmp_path / "metrics.json").read_text())[key] == pytest.approx(metrics[key], nan_ok=True)
 
 
 def test_classification_learns_the_phantom_rule(tmp_path):
@@ -190,3 +191,28 @@ def test_the_test_split_is_scored_at_the_selected_checkpoint_s_validation_thresh
     metrics = train(compose_train([*data, "trainer.max_epochs=2", "task.threshold=val"], tmp_path))
     stored = torch.load(metrics["best_checkpoint"], weights_only=True)["state_dict"]["decision_threshold"]
     assert metrics["test/threshold"] == pytest.approx(float(stored))
+
+
+def concentric_spheres(inner: int, outer: int, size: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits that predict a ball of radius `outer`, and a label ball of radius `inner`, same centre:
+    every boundary point of one lies `outer - inner` from the other's boundary."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(size)] * 3, indexing="ij")).float()
+    radius = (grid - size // 2).norm(dim=0)
+    label = (radius <= inner).long()[None, None]
+    logits = torch.nn.functional.one_hot((radius <= outer).long(), 2).movedim(-1, 0)[None].float()
+    return logits, label
+
+
+@pytest.mark.parametrize("spacing", [None, (2.0, 2.0, 2.0)])
+def test_hd95_and_surface_dice_of_two_concentric_spheres_are_their_radial_gap(spacing):
+    """Radii 8 and 12 voxels: HD95 is the 4-voxel gap (to within the grid's half-diagonal), in
+    spacing units; surface Dice is 1 at a tolerance above the gap and 0 below it; Dice is
+    2 * 8^3 / (8^3 + 12^3) of the continuous balls, to within the grid."""
+    from workbench.evaluation.segmentation_metrics import surface_metrics
+
+    logits, label = concentric_spheres(8, 12)
+    unit = spacing[0] if spacing else 1.0
+    above, below = (surface_metrics(logits, label, 2, spacing, tolerance) for tolerance in (6.0 * unit, 2.0 * unit))
+    assert above["hd95"].item() == pytest.approx(4.0 * unit, abs=0.5 * unit)
+    assert above["surface_dice"].item() == 1.0 and below["surface_dice"].item() == 0.0
+    assert above["dice"].item() == pytest.approx(2 * 8**3 / (8**3 + 12**3), abs=0.01)

@@ -3,7 +3,12 @@
 Validation and test run on whole images, or with MONAI's sliding-window inference when
 `roi_size` is set (the usual choice for volumes larger than the training patches). Dice is the
 mean over images of the foreground-class Dice (MONAI's `compute_dice`), gathered across ranks;
-the loss is averaged over images across ranks too.
+the loss is averaged over images across ranks too. The test adds, per foreground class k and
+averaged over classes, Dice (`test/dice_k`), the 95th-percentile Hausdorff distance (`test/hd95`)
+and the normalised surface Dice at `surface_tolerance` (`test/surface_dice`), in `spacing` units
+(mm where the voxel spacing of the network's grid is given) or else in voxels. An image whose
+class is missing from the prediction or the label alone scores the image diagonal as its HD95
+(a miss is penalised, not dropped); missing from both, it has no distance and is left out.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from monai.losses import DiceCELoss
 from torchmetrics import CatMetric, MeanMetric
 
 from workbench.evaluation.out_of_fold import per_image_dice
+from workbench.evaluation.segmentation_metrics import surface_metrics
 from workbench.models.segmentation import build_segmentation_net
 from workbench.tasks.base import EvaluatedTask
+
+
+SURFACE_METRICS = ("dice", "hd95", "surface_dice")
 
 
 class SegmentationTask(EvaluatedTask):
@@ -40,6 +49,8 @@ class SegmentationTask(EvaluatedTask):
         roi_size: Sequence[int] | None = None,
         sw_batch_size: int = 4,
         overlap: float = 0.25,
+        spacing: Sequence[float] | None = None,
+        surface_tolerance: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -47,6 +58,8 @@ class SegmentationTask(EvaluatedTask):
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.dice = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        # test only: (images, classes - 1) each; NaN (a class absent from both) kept, so rows stay whole
+        self.surface = nn.ModuleDict({k: CatMetric(nan_strategy="disable") for k in SURFACE_METRICS})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -81,6 +94,14 @@ class SegmentationTask(EvaluatedTask):
         # Weighted by images across ranks: the ranks' shares of a split can differ by one image.
         self.losses[stage].update(self.loss(logits, label), weight=len(label))
         self.dice[stage].update(per_image_dice(logits, label, self.hparams.num_classes).float())
+        if stage == "test":
+            hp = self.hparams
+            spacing = hp.spacing or [1.0] * (label.ndim - 2)
+            per_class = surface_metrics(logits, label, hp.num_classes, spacing, hp.surface_tolerance)
+            diagonal = float(torch.tensor([n * s for n, s in zip(label.shape[2:], spacing)]).norm())
+            per_class["hd95"] = torch.where(per_class["hd95"].isinf(), diagonal, per_class["hd95"])
+            for key, values in per_class.items():
+                self.surface[key].update(values.float().to(self.device))
 
     def _eval_epoch_end(self, stage: str) -> None:
         dice = self.dice[stage].compute()
@@ -88,3 +109,11 @@ class SegmentationTask(EvaluatedTask):
         self.log(f"{stage}/loss", self.losses[stage].compute())
         self.losses[stage].reset()
         self.log(f"{stage}/dice", dice.float().mean(), prog_bar=True)
+        if stage == "test":
+            for key in SURFACE_METRICS:
+                per_class = self.surface[key].compute().reshape(-1, self.hparams.num_classes - 1).float()
+                self.surface[key].reset()
+                for k, column in enumerate(per_class.T, start=1):
+                    self.log(f"test/{key}_{k}", column.nanmean())
+                if key != "dice":  # test/dice stays the per-image mean over classes above
+                    self.log(f"test/{key}", per_class.nanmean())
