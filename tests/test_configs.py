@@ -112,7 +112,8 @@ def test_pretraining_views_take_the_finetuned_image_size_where_the_data_option_s
 
 
 def test_the_wheel_ships_every_config(tmp_path):
-    """An installed workbench runs without the repository: the wheel carries configs/."""
+    """An installed workbench runs without the repository: the wheel carries configs/ and the
+    Optuna sweeper in Hydra's plugin namespace."""
     uv = Path(sys.executable).parent / "uv"
     if not uv.exists():
         pytest.skip("uv (installed by scripts/setup.sh) is not in this environment")
@@ -121,6 +122,14 @@ def test_the_wheel_ships_every_config(tmp_path):
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("workbench/configs/")}
     expected = {f"workbench/configs/{p.relative_to(ROOT).as_posix()}" for p in ROOT.rglob("*.yaml")}
     assert expected and expected <= shipped
+    assert "hydra_plugins/workbench_optuna_sweeper/optuna_sweeper.py" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_the_lock_pins_current_optuna_and_sqlalchemy_2():
+    """hydra-optuna-sweeper held optuna at 2.10 and SQLAlchemy at 1.4; the workbench's own sweeper does not."""
+    pins = dict(line.split("==") for line in (ROOT.parent / "requirements" / "lock.txt").read_text().splitlines() if "==" in line)
+    assert int(pins["optuna"].split(".")[0]) >= 4 and int(pins["sqlalchemy"].split(".")[0]) >= 2
+    assert "hydra-optuna-sweeper" not in pins
 
 
 def test_the_processes_of_one_launch_name_one_run_directory(monkeypatch, capsys):

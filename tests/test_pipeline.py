@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import SHARED_DATA, compose_train
-from tests.test_cli import RANK_WEIGHTS, assert_ranks_trained_in_step, run_dir_of, workbench
+from tests.conftest import REPO, SHARED_DATA, compose_train
+from tests.test_cli import RANK_WEIGHTS, WORKBENCH, assert_ranks_trained_in_step, run_dir_of, workbench
 from workbench.errors import WorkbenchError
 from workbench.evaluate import evaluate
 from workbench.evaluation.report import aggregate, ci95, medmnist_baselines, write_report
@@ -20,6 +22,7 @@ from workbench.models.checkpoints import load_checkpoint
 from workbench.pipeline import pipeline
 from workbench.runner import build
 from workbench.stages import compose_stage, quoted_list
+from workbench.sweeps import study_storage
 from workbench.train import train
 
 TINY = ["data.source.num_train=40", "data.source.num_val=10", "data.source.num_test=10", "data.batch_size=8"]
@@ -270,6 +273,45 @@ def test_optuna_sweep_runs_two_trials(tmp_path):
     assert set(best["best_params"]) == {"task.lr", "task.weight_decay", "task.label_smoothing"}
     trials = [json.loads(m.read_text()) for m in (tmp_path / "sweep").glob("*/metrics.json")]
     assert len(trials) == 2 and best["best_value"] == max(t["best_val_score"] for t in trials)  # direction: maximize
+
+
+def test_two_processes_fill_one_optuna_study_through_its_journal_file(tmp_path):
+    """hparams_search=optuna on current Optuna: two sweeps started at once share one journal
+    study of 2 trials (as SLURM jobs would), and together they run exactly those 2 trials."""
+    import optuna
+
+    journal = tmp_path / "study.log"
+    common = ["train", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+              f"hydra.sweeper.storage={journal}", "hydra.sweeper.study_name=shared", *TINY_TRAIN, f"paths.log_dir={tmp_path}"]
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONWARNINGS="ignore")
+    processes = [subprocess.Popen([str(WORKBENCH), *common, f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    study = optuna.load_study(study_name="shared", storage=study_storage(str(journal)))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    runs = [m for i in range(2) for m in (tmp_path / f"sweep{i}").glob("*/metrics.json")]
+    assert len(runs) == 2  # each trial ran once, in one of the two processes
+    assert sorted(json.loads(m.read_text())["best_val_score"] for m in runs) == sorted(t.value for t in study.trials)
+
+
+def test_a_pruned_optuna_trial_stops_training_at_its_first_report(tmp_path):
+    """A pruner that prunes every value below 2 (AUC never is above): the trial reports its first
+    validation through the journal, stops there instead of training 3 epochs, and is PRUNED."""
+    import optuna
+
+    journal = tmp_path / "study.log"
+    result = workbench([
+        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={journal}",
+        "+hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner", "+hydra.sweeper.pruner.lower=2.0",
+        *TINY, "task.width=0.25", "trainer.max_epochs=3", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.log_dir={tmp_path}",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = optuna.load_study(study_name="workbench", storage=study_storage(str(journal))).trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == 1
+    (metrics,) = (tmp_path / "sweep").glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["epochs"] == 1
 
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):
