@@ -221,9 +221,9 @@ def test_cli_corrupt_dicom_in_archive(tmp_path):
 
 def test_cli_evaluate_of_a_folder_that_is_not_a_finished_run(tmp_path):
     (tmp_path / "not_a_run").mkdir()
-    result = run_cli(["workbench.evaluate", f"paths.log_dir={tmp_path}/logs", f"run={tmp_path}/not_a_run"], REPO)
+    result = run_cli(["workbench.evaluate", f"paths.log_dir={tmp_path}/logs", f"run_dir={tmp_path}/not_a_run"], REPO)
     assert result.returncode == 2
-    assert error_lines(result) == [f"error: run={tmp_path}/not_a_run: no metrics.json and config.yaml there; "
+    assert error_lines(result) == [f"error: run_dir={tmp_path}/not_a_run: no metrics.json and config.yaml there; "
                                    "expected a finished train, evaluate or pipeline run directory"]
     assert not list((tmp_path / "logs").rglob("*.yaml"))  # nothing written
 

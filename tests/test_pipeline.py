@@ -375,8 +375,8 @@ def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
     assert external["checkpoint"] == folds
     assert external["test/auc"] > 0.9  # the brightness rule carries over to the other file
     assert json.loads((tmp_path / "external" / "split.json").read_text())["source"].endswith("other.npz")
-    # run=<pipeline run dir>: the same ensemble, architecture and threshold, found from the run itself
-    by_run = evaluate(compose_train(["data=medmnist", f"data.source.path={other}", f"run={tmp_path / 'run'}"], tmp_path / "by_run",
+    # run_dir=<pipeline run dir>: the same ensemble, architecture and threshold, found from the run itself
+    by_run = evaluate(compose_train(["data=medmnist", f"data.source.path={other}", f"run_dir={tmp_path / 'run'}"], tmp_path / "by_run",
                                     config_name="evaluate"))
     assert by_run["checkpoint"] == folds
     assert (by_run["test/auc"], by_run["test/acc"]) == pytest.approx((external["test/auc"], external["test/acc"]), abs=1e-6)

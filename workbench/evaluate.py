@@ -7,24 +7,23 @@ every rank scores its own share of the images, none twice, and the scores are ga
 averaged (per image for classifiers, per voxel for segmentation), the decision threshold chosen
 for the average as for one model.
 
-`run=<run dir>` scores a finished run on the data given here (external validation on another
+`run_dir=<run dir>` scores a finished run on the data given here (external validation on another
 dataset's test split): a `workbench train` run's selected checkpoint, an evaluated ensemble, or
 a pipeline run's finetuned model (a cross-validated one: its fold ensemble), each with the task
 config (architecture, decision threshold) it was trained and scored with."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, open_dict
 
 from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.models.ensemble import checkpoint_ensemble
 from workbench.runner import build, command_line_overrides, finish_run, hydra_entry, logged
-from workbench.runs import save_config
+from workbench.runs import finished_run, save_config
 
 
 def checkpoint_paths(value: Any) -> list[str]:
@@ -35,24 +34,11 @@ def checkpoint_paths(value: Any) -> list[str]:
     return paths
 
 
-def finished_run(run: Path) -> tuple[list[str], DictConfig]:
-    """The checkpoints a finished run scores and the task config they were scored with."""
-    if not (run / "metrics.json").is_file() or not (run / "config.yaml").is_file():
-        raise WorkbenchError(f"run={run}: no metrics.json and config.yaml there; expected a finished train, evaluate or pipeline run directory")
-    metrics = json.loads((run / "metrics.json").read_text())
-    if "stages" in metrics:  # a pipeline: its finetune stage (a train run, or the evaluate run of an ensemble)
-        return finished_run(Path(metrics["stages"]["finetune"]["run_dir"]))
-    config = OmegaConf.load(run / "config.yaml")
-    if "checkpoint" in metrics:  # an evaluate run: what it scored
-        return checkpoint_paths(config.ckpt_path), config.task
-    return [metrics.get("best_checkpoint") or str(run / "checkpoints" / "last.ckpt")], config.task
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("run"):
-        paths, task = finished_run(Path(cfg.run))
+    if cfg.get("run_dir"):
+        paths, scored = finished_run(cfg.run_dir)
         with open_dict(cfg):
-            cfg.task, cfg.ckpt_path = task, paths
+            cfg.task, cfg.ckpt_path = scored.task, paths
     paths = checkpoint_paths(cfg.get("ckpt_path"))
     run_dir = Path(cfg.paths.output_dir)
     datamodule, model, trainer = build(cfg, "task")

@@ -3,6 +3,7 @@ the one-line error report shared by every command."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -18,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from pytorch_lightning.utilities import rank_zero_only
 
-from workbench.errors import find_workbench_error, one_line
+from workbench.errors import WorkbenchError, find_workbench_error, one_line
 from workbench.evaluation.plots import plot_training_curves
 from workbench.io import write_json_atomic, write_text_atomic
 
@@ -144,3 +145,21 @@ def run_command(fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
         sys.exit(2)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
+
+
+def finished_run(run_dir: str | Path) -> tuple[list[str], DictConfig]:
+    """The checkpoints a finished run scores and the config they were trained or scored with
+    (its task: architecture, decision threshold; its data: preprocessing): a `workbench train`
+    run's selected checkpoint, an `evaluate` run's checkpoints (an ensemble), or a pipeline
+    run's finetune stage (under cross-validation, its fold ensemble)."""
+    run = Path(run_dir)
+    if not (run / "metrics.json").is_file() or not (run / "config.yaml").is_file():
+        raise WorkbenchError(f"run_dir={run}: no metrics.json and config.yaml there; expected a finished train, evaluate or pipeline run directory")
+    metrics = json.loads((run / "metrics.json").read_text())
+    if "stages" in metrics:  # a pipeline: its finetune stage (a train run, or the evaluate run of an ensemble)
+        return finished_run(metrics["stages"]["finetune"]["run_dir"])
+    config = OmegaConf.load(run / "config.yaml")
+    if "checkpoint" in metrics:  # an evaluate run: what it scored
+        scored = config.ckpt_path
+        return ([str(p) for p in scored] if OmegaConf.is_list(scored) else [str(scored)]), config
+    return [metrics.get("best_checkpoint") or str(run / "checkpoints" / "last.ckpt")], config
