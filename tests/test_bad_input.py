@@ -228,6 +228,12 @@ def test_cli_evaluate_of_a_folder_that_is_not_a_finished_run(tmp_path):
     assert not list((tmp_path / "logs").rglob("*.yaml"))  # nothing written
 
 
+def test_cli_export_in_an_unknown_format(tmp_path):
+    result = run_cli(["workbench.export", f"paths.log_dir={tmp_path}/logs", f"run_dir={tmp_path}", "format=keras"], REPO)
+    assert result.returncode == 2
+    assert error_lines(result) == ["error: format=keras: expected one of ('bundle', 'torchscript', 'onnx')"]
+
+
 def test_cli_unknown_config_key(tmp_path):
     result = run_cli(["workbench.train", f"paths.log_dir={tmp_path}", "data.no_such_key=1"], REPO)
     assert result.returncode != 0

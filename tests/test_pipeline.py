@@ -7,11 +7,13 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from hydra.utils import get_class
 
 from tests.conftest import REPO, SHARED_DATA, compose_train
 from tests.test_cli import RANK_WEIGHTS, WORKBENCH, assert_ranks_trained_in_step, run_dir_of, workbench
@@ -407,3 +409,58 @@ def test_the_training_budget_is_in_steps_for_every_stage_and_common_still_overri
     assert composed["finetune"].data.batch_size == 4 == composed["baseline"].data.batch_size
     assert composed["synthesize"].trainer.max_steps == -1
     assert all(c.trainer.max_epochs == 2 for c in composed.values())  # common comes after the budget
+
+
+BUNDLE_CHECK = """
+import sys, torch
+from monai.bundle import ConfigParser
+bundle, inputs, outputs = sys.argv[1:4]
+parser = ConfigParser()
+parser.read_config(bundle + "/configs/inference.json")
+parser.read_meta(bundle + "/configs/metadata.json")
+parser["bundle_root"] = bundle
+network, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
+parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+with torch.no_grad():
+    torch.save(inferer(torch.load(inputs), network), outputs)
+assert not any(name.split(".")[0] == "workbench" for name in sys.modules), "the bundle needed the workbench"
+"""
+
+
+@pytest.mark.parametrize("kind", ["classification-2d", "segmentation-3d"])
+def test_an_exported_bundle_and_torchscript_model_give_the_checkpoint_s_probabilities(tmp_path, kind):
+    """The export round trip: a trained run's checkpoint, loaded as Lightning loads it, and its
+    TorchScript and MONAI bundle forms (the bundle parsed by monai.bundle in a fresh process
+    that never imports the workbench) give the same probabilities on the same images."""
+    from workbench.export import export
+
+    if kind == "classification-2d":
+        data = ["data.source.num_train=16", "data.source.num_val=8", "data.source.num_test=8", "data.batch_size=8", "task.width=0.25"]
+    else:
+        data = ["task=segmentation", "task.channels=[8,16]", "task.num_res_units=0", "data=phantom3d", "data.source.size=16",
+                "data.source.num_train=4", "data.source.num_val=2", "data.source.num_test=2", "data.batch_size=2"]
+    metrics = train(compose_train([*data, "trainer.max_epochs=1"], tmp_path / "run"))
+    outputs = {fmt: export(compose_train([f"run_dir={tmp_path / 'run'}", f"format={fmt}"], tmp_path / fmt, config_name="export"))
+               for fmt in ("torchscript", "bundle")}
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    task = get_class(config["task"]["_target_"]).load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu", weights_only=True).eval()
+    images = torch.rand(2, *outputs["bundle"]["input_shape"])
+    with torch.no_grad():
+        expected = task.evaluated_network()(images).softmax(1)
+        scripted = torch.jit.load(outputs["torchscript"]["model"])(images)
+    torch.save(images, tmp_path / "images.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    fresh = subprocess.run([sys.executable, "-c", BUNDLE_CHECK, outputs["bundle"]["model"], str(tmp_path / "images.pt"), str(tmp_path / "pred.pt")],
+                           cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert torch.allclose(scripted, expected, atol=1e-5) and torch.allclose(torch.load(tmp_path / "pred.pt"), expected, atol=1e-5)
+    meta = json.loads((Path(outputs["bundle"]["model"]) / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == expected.shape[1]
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == list(images.shape[2:])
+    if kind == "classification-2d":  # ONNX (the export extra): a valid graph from image to pred
+        import onnx
+
+        onnx_run = export(compose_train([f"run_dir={tmp_path / 'run'}", "format=onnx"], tmp_path / "onnx", config_name="export"))
+        graph = onnx.load(onnx_run["model"])
+        onnx.checker.check_model(graph)
+        assert [i.name for i in graph.graph.input] == ["image"] and [o.name for o in graph.graph.output] == ["pred"]

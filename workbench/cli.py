@@ -21,6 +21,7 @@ COMMANDS = {
     "pretrain": ("workbench.pretrain", "self-supervised pretraining of a backbone (SimCLR, MoCo, BYOL, DINO, MAE, ...)"),
     "synthesize": ("workbench.synthesize", "train a generator (DDPM/DDIM, latent diffusion, GAN) and export a synthetic set"),
     "generate": ("workbench.generate", "sample a trained generator into a synthetic dataset with manifest and metrics"),
+    "export": ("workbench.export", "a trained classifier or segmentation model (or fold ensemble) as a MONAI bundle, TorchScript or ONNX"),
 }
 
 

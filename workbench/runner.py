@@ -41,8 +41,19 @@ def build(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.
     its DATA_FACTS) and the trainer with its loggers and callbacks."""
     set_environment_defaults()
     pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build_model(cfg, model_key)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, strategy=ddp_strategy_for(model, cfg.trainer.get("strategy", "auto")),
+        logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks")),
+    )
+    return datamodule, model, trainer
+
+
+def build_model(cfg: DictConfig, model_key: str, **datamodule_kwargs: Any) -> tuple[Any, pl.LightningModule]:
+    """The datamodule and the module `cfg[model_key]`, told what it needs of the data (channels,
+    classes, dimensions and the DATA_FACTS its config declares null)."""
     with unwrapped_workbench_errors():  # Hydra wraps a constructor's error in its own
-        datamodule = instantiate(cfg.data)
+        datamodule = instantiate(cfg.data, **datamodule_kwargs)
     kwargs = datamodule.task_kwargs()
     for fact in DATA_FACTS:  # what a module declares null in its config, the datamodule fills in
         if fact in cfg[model_key] and cfg[model_key][fact] is None:
@@ -54,11 +65,7 @@ def build(cfg: DictConfig, model_key: str) -> tuple[Any, pl.LightningModule, pl.
             f"task={type(model).__name__} needs {model.data_task} data, but data={datamodule.data.description} "
             f"provides {datamodule.data.task} data"
         )
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, strategy=ddp_strategy_for(model, cfg.trainer.get("strategy", "auto")),
-        logger=instantiate_all(cfg.get("logger")) or False, callbacks=instantiate_all(cfg.get("callbacks")),
-    )
-    return datamodule, model, trainer
+    return datamodule, model
 
 
 def ddp_strategy_for(model: pl.LightningModule, strategy: Any) -> Any:
