@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -41,7 +42,10 @@ def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     ]
     first = pipeline(compose_train(overrides, tmp_path / "first", config_name="pipeline"))
     assert [s["reused"] for s in first["stages"].values()] == [False, False, False, False]
-    assert " s sampling |" in (tmp_path / "first" / "report.md").read_text()  # the synthesize stage's export
+    report = (tmp_path / "first" / "report.md").read_text()
+    assert " s sampling |" in report  # the synthesize stage's export
+    pictures = [f"{stage}_curves.png" for stage in ("pretrain", "synthesize", "finetune", "baseline")] + ["real_samples.png", "synthetic_samples.png", "roc.png"]
+    assert [p for p in pictures if f"(figures/{p})" not in report or (tmp_path / "first" / "figures" / p).stat().st_size < 1000] == []
     train_cfg = stage_config(first, "finetune")
     assert train_cfg["task"]["pretrained"] == first["stages"]["pretrain"]["run_dir"]
     assert train_cfg["task"]["width"] == 0.25  # the pretrained backbone's width travels with it
@@ -464,3 +468,15 @@ def test_an_exported_bundle_and_torchscript_model_give_the_checkpoint_s_probabil
         graph = onnx.load(onnx_run["model"])
         onnx.checker.check_model(graph)
         assert [i.name for i in graph.graph.input] == ["image"] and [o.name for o in graph.graph.output] == ["pred"]
+
+
+@pytest.mark.parametrize("probabilities, labels, area", [
+    ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], [0, 0, 1, 1], 1.0),  # separated: through (0, 1)
+    ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], [1, 1, 0, 0], 0.0),  # every positive ranked last
+    ([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.7, 0.2, 0.1]], [0, 1, 2, 0], 1.0),  # three classes, macro
+])
+def test_the_report_s_roc_curve_has_the_area_of_the_auc(probabilities, labels, area):
+    from workbench.evaluation.report_figures import roc_curve
+
+    fpr, tpr = roc_curve(torch.tensor(probabilities), torch.tensor(labels))
+    assert float(np.trapezoid(tpr, fpr)) == pytest.approx(area, abs=0.01)

@@ -44,6 +44,11 @@ def test_classification_learns_the_phantom_rule(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs
     assert metrics["best_checkpoint"].startswith(str(tmp_path / "checkpoints"))
+    # The test split's predictions, saved for the report's ROC curve, give the logged test AUC.
+    saved = json.loads((tmp_path / "test_predictions.json").read_text())
+    probs, labels = torch.tensor(saved["probabilities"])[:, 1], torch.tensor(saved["labels"])
+    pos, neg = probs[labels == 1], probs[labels == 0]
+    assert float(((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean()) == pytest.approx(metrics["test/auc"], abs=1e-6)
 
 
 def test_task_and_data_must_agree(tmp_path):

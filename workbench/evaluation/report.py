@@ -124,7 +124,8 @@ def plot_label_efficiency(rows: list[dict], metric: str, path: Path, references:
         x = [r["labeled_images"] for r in mine]
         mean = [r[metric]["mean"] for r in mine]
         half = [r[metric]["ci95"] for r in mine]
-        ax.plot(x, mean, marker="o", label=f"{recipe}")
+        # Error bars as well as the band: with one label fraction there is no band to see.
+        ax.errorbar(x, mean, yerr=half, marker="o", capsize=4, label=f"{recipe} (95% CI)")
         ax.fill_between(x, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)], alpha=0.2)
     for i, (name, value) in enumerate(references.items()):
         ax.axhline(value, linestyle="--", color=f"C{7 + i % 3}", label=f"{name} (all labels, published)")

@@ -23,6 +23,7 @@ from torchmetrics import CatMetric, MeanMetric
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation.classification_metrics import classification_metrics, prior_matched_threshold, youden_threshold
+from workbench.io import write_json_atomic
 from workbench.models.backbones import build_backbone
 from workbench.models.pretrained import backbone_provenance, export_backbone, load_backbone
 from workbench.tasks.base import EvaluatedTask
@@ -216,4 +217,7 @@ class ClassificationTask(EvaluatedTask):
             self.log(f"{stage}/{name}", value, prog_bar=True)
         if self.hparams.num_classes == 2:
             self.log(f"{stage}/threshold", float(self.decision_threshold))
+        if stage == "test" and self.trainer.is_global_zero:  # the report's ROC curve
+            predictions = {"probabilities": probs.cpu().tolist(), "labels": targets.long().cpu().tolist()}
+            write_json_atomic(Path(self.trainer.default_root_dir) / "test_predictions.json", predictions)
         return metrics

@@ -1,0 +1,80 @@
+"""The pictures of a pipeline's report.md: each stage's training curves, the synthetic samples,
+and for classification the ROC curves of the recipe and its baseline on the test split. They are
+copied or drawn into the pipeline's run directory (figures/), so the report stays whole when the
+stage cache is cleared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import binary_roc
+
+from workbench.evaluation.plots import plt, save_figure
+
+
+def roc_curve(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates): class 1's ROC for two classes, the macro
+    average of the one-vs-rest curves (on a common grid) for more."""
+    if probabilities.shape[1] == 2:
+        fpr, tpr, _ = binary_roc(probabilities[:, 1], labels)
+        return fpr.numpy(), tpr.numpy()
+    grid = np.linspace(0, 1, 201)
+    curves = []
+    for k in range(probabilities.shape[1]):
+        if 0 < int((labels == k).sum()) < len(labels):
+            fpr, tpr, _ = binary_roc(probabilities[:, k], (labels == k).long())
+            curves.append(np.interp(grid, fpr.numpy(), tpr.numpy()))
+    return grid, np.mean(curves, axis=0)
+
+
+def plot_roc(predictions: dict[str, Path], path: Path) -> Path | None:
+    """One ROC curve per stage whose test split predictions were saved (test_predictions.json)."""
+    if not predictions:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, file in predictions.items():
+        saved = json.loads(file.read_text())
+        fpr, tpr = roc_curve(torch.tensor(saved["probabilities"]), torch.tensor(saved["labels"]))
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC on the test split")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def trained_run(stage: dict[str, Any]) -> Path:
+    """The run directory whose training curves stand for a stage (an ensemble's first member)."""
+    return Path(stage["members"][0] if stage.get("members") else stage["run_dir"])
+
+
+def report_figures(run_dir: Path, stages: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown lines that embed the report's pictures, copied or drawn into run_dir/figures."""
+    figures = run_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    for name, stage in stages.items():
+        curves = trained_run(stage) / "curves.png"
+        if curves.is_file():
+            shutil.copyfile(curves, figures / f"{name}_curves.png")
+            lines.append(f"![{name}: training curves](figures/{name}_curves.png)")
+    samples = sorted((Path(stages["synthesize"]["run_dir"]) / "samples").glob("epoch*.png")) if "synthesize" in stages else []
+    if samples:  # the generator's last sample grid beside real labeled images, a row per class
+        shutil.copyfile(samples[-1], figures / "synthetic_samples.png")
+        real = samples[-1].parent / "real.png"
+        if real.is_file():
+            shutil.copyfile(real, figures / "real_samples.png")
+            lines.append("![real labeled images, a row per class](figures/real_samples.png) ")
+        lines.append("![synthetic samples, a row per class](figures/synthetic_samples.png)")
+    predictions = {name: Path(stages[name]["run_dir"]) / "test_predictions.json" for name in ("finetune", "baseline") if name in stages}
+    if plot_roc({n: p for n, p in predictions.items() if p.is_file()}, figures / "roc.png"):
+        lines.append("![ROC curves on the test split](figures/roc.png)")
+    return ["", "## Figures", "", *lines] if lines else []
