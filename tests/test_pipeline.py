@@ -44,7 +44,7 @@ def test_pipeline_chains_every_stage_and_a_rerun_reuses_them(tmp_path):
     assert [s["reused"] for s in first["stages"].values()] == [False, False, False, False]
     report = (tmp_path / "first" / "report.md").read_text()
     assert " s sampling |" in report  # the synthesize stage's export
-    pictures = [f"{stage}_curves.png" for stage in ("pretrain", "synthesize", "finetune", "baseline")] + ["real_samples.png", "synthetic_samples.png", "roc.png"]
+    pictures = [f"{stage}_curves.png" for stage in ("pretrain", "synthesize", "finetune", "baseline")] + ["real_samples.png", "synthetic_samples.png", "label_efficiency.png", "roc.png"]
     assert [p for p in pictures if f"(figures/{p})" not in report or (tmp_path / "first" / "figures" / p).stat().st_size < 1000] == []
     train_cfg = stage_config(first, "finetune")
     assert train_cfg["task"]["pretrained"] == first["stages"]["pretrain"]["run_dir"]
@@ -480,3 +480,13 @@ def test_the_report_s_roc_curve_has_the_area_of_the_auc(probabilities, labels, a
 
     fpr, tpr = roc_curve(torch.tensor(probabilities), torch.tensor(labels))
     assert float(np.trapezoid(tpr, fpr)) == pytest.approx(area, abs=0.01)
+
+
+def test_the_report_s_bootstrap_interval_brackets_the_auc_and_is_zero_wide_when_separated():
+    from workbench.evaluation.report_figures import bootstrap_auc
+
+    separated = torch.tensor([[0.9, 0.1]] * 20 + [[0.2, 0.8]] * 20)
+    assert bootstrap_auc(separated, torch.tensor([0] * 20 + [1] * 20)) == (1.0, 1.0, 1.0)
+    noisy = torch.rand(200, 1)
+    auc, low, high = bootstrap_auc(torch.cat([1 - noisy, noisy], 1), (noisy[:, 0] + 0.5 * torch.rand(200) > 0.75).long())
+    assert low < auc < high and high - low < 0.2

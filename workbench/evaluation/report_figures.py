@@ -1,5 +1,6 @@
-"""The pictures of a pipeline's report.md: each stage's training curves, the synthetic samples,
-and for classification the ROC curves of the recipe and its baseline on the test split. They are
+"""The pictures of a pipeline's report.md: each stage's training curves, the synthetic samples
+beside real ones, and for classification the recipe's and baseline's test AUC against labeled
+images (95% bootstrap intervals) and their ROC curves on the test split. They are
 copied or drawn into the pipeline's run directory (figures/), so the report stays whole when the
 stage cache is cleared."""
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_roc
 
+from workbench.evaluation.classification_metrics import classification_metrics
 from workbench.evaluation.plots import plt, save_figure
 
 
@@ -51,12 +53,45 @@ def plot_roc(predictions: dict[str, Path], path: Path) -> Path | None:
     return save_figure(fig, path, dpi=100)
 
 
+def bootstrap_auc(probabilities: torch.Tensor, labels: torch.Tensor, draws: int = 500, seed: int = 0) -> tuple[float, float, float]:
+    """The test AUC and its 95% bootstrap interval over the test images (one run has no seeds to
+    spread over; resampling its test images shows how far its AUC is from settled)."""
+    rng = np.random.default_rng(seed)
+    auc = classification_metrics(probabilities, labels)["auc"]
+    samples = [classification_metrics(probabilities[i], labels[i])["auc"] for i in
+               (torch.from_numpy(rng.integers(0, len(labels), len(labels))) for _ in range(draws))]
+    low, high = np.nanpercentile(samples, [2.5, 97.5])
+    return auc, float(low), float(high)
+
+
+def plot_label_efficiency_point(predictions: dict[str, Path], labeled_images: int, path: Path, references: dict[str, float]) -> Path | None:
+    """Test AUC against labeled images for the recipe and its baseline, with 95% bootstrap
+    error bars, beside the published full-label results where the dataset has them."""
+    if not predictions:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, (name, file) in enumerate(predictions.items()):
+        saved = json.loads(file.read_text())
+        auc, low, high = bootstrap_auc(torch.tensor(saved["probabilities"]), torch.tensor(saved["labels"]))
+        ax.errorbar([labeled_images * (1 + 0.04 * i)], [auc], yerr=[[auc - low], [high - auc]], marker="o", capsize=4, label=f"{name} (95% CI)")
+    for k, (name, value) in enumerate(references.items()):
+        ax.axhline(value, linestyle="--", color=f"C{7 + k % 3}", label=f"{name} (all labels, published)")
+    ax.set_xlim(labeled_images * 0.8, labeled_images * 1.25)
+    ax.set_xticks([labeled_images])
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel("test AUC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
 def trained_run(stage: dict[str, Any]) -> Path:
     """The run directory whose training curves stand for a stage (an ensemble's first member)."""
     return Path(stage["members"][0] if stage.get("members") else stage["run_dir"])
 
 
-def report_figures(run_dir: Path, stages: dict[str, dict[str, Any]]) -> list[str]:
+def report_figures(run_dir: Path, stages: dict[str, dict[str, Any]], labeled_images: int, references: dict[str, float]) -> list[str]:
     """Markdown lines that embed the report's pictures, copied or drawn into run_dir/figures."""
     figures = run_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -75,6 +110,9 @@ def report_figures(run_dir: Path, stages: dict[str, dict[str, Any]]) -> list[str
             lines.append("![real labeled images, a row per class](figures/real_samples.png) ")
         lines.append("![synthetic samples, a row per class](figures/synthetic_samples.png)")
     predictions = {name: Path(stages[name]["run_dir"]) / "test_predictions.json" for name in ("finetune", "baseline") if name in stages}
-    if plot_roc({n: p for n, p in predictions.items() if p.is_file()}, figures / "roc.png"):
+    predictions = {name: path for name, path in predictions.items() if path.is_file()}
+    if plot_label_efficiency_point(predictions, labeled_images, figures / "label_efficiency.png", references):
+        lines.append("![test AUC against labeled images, 95% bootstrap intervals](figures/label_efficiency.png)")
+    if plot_roc(predictions, figures / "roc.png"):
         lines.append("![ROC curves on the test split](figures/roc.png)")
     return ["", "## Figures", "", *lines] if lines else []
