@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import write_datalist, write_dicom, write_medmnist, write_nifti, write_png
 from workbench.data import (
@@ -14,6 +15,7 @@ from workbench.data import (
     MedMNISTSource,
     PhantomSource,
 )
+from workbench.errors import WorkbenchError
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -186,3 +188,33 @@ def test_shared_nifti_image_mask_pair_as_datalist(shared_data, tmp_path):
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape == (1, 1, 33, 41, 25) == batch["label"].shape
+
+
+@pytest.mark.parametrize("slices, every, skip, expected", [
+    ("axial", 1, True, 5),  # z = 1..5 hold the object; the other 3 axial slices are empty
+    ("axial", 1, False, 8),
+    ("coronal", 1, True, 6),  # y = 3..8
+    ("sagittal", 2, True, 3),  # x = 2, 4, 6 of 2..7
+])
+def test_slices_mode_cuts_a_volume_into_its_non_empty_2d_slices(tmp_path, slices, every, skip, expected):
+    """2D pretraining on 3D volumes: one record per kept slice, loaded as that 2D slice; a PNG
+    beside them stays one image."""
+    from workbench.data.transforms import build_transforms
+
+    volume = np.zeros((10, 12, 8), np.float32)
+    volume[2:8, 3:9, 1:6] = np.random.default_rng(0).random((6, 6, 5)) + 0.1
+    write_nifti(tmp_path / "ct.nii.gz", volume)
+    write_png(tmp_path / "xray.png", np.full((16, 16), 90, np.uint8))
+    records = ArchiveSource(str(tmp_path), spatial_dims=2, slices=slices, slice_every=every, skip_empty_slices=skip).load().splits["train"]
+    cut = [r for r in records if "slice" in r]
+    assert len(cut) == expected and [r["id"] for r in records if "slice" not in r] == [str(tmp_path / "xray.png")]
+    axis, index = cut[0]["slice"]
+    loaded = build_transforms(task="unlabeled", spatial_dims=2, num_classes=0, train=False, intensity_mode="none")(dict(cut[0]))["image"]
+    assert torch.equal(loaded[0], torch.from_numpy(np.take(volume, index, axis=axis)))
+
+
+def test_slices_mode_needs_2d_and_a_known_orientation(tmp_path):
+    with pytest.raises(WorkbenchError, match=r"data.source.slices=axial \(spatial_dims=3\): expected one of"):
+        ArchiveSource(str(tmp_path), spatial_dims=3, slices="axial")
+    with pytest.raises(WorkbenchError, match=r"data.source.slices=transverse"):
+        ArchiveSource(str(tmp_path), spatial_dims=2, slices="transverse")

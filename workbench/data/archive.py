@@ -5,6 +5,11 @@ CacheDataset or PersistentDataset (`cache`), so a large archive never has to fit
 For 3D, the slices of a DICOM series (one folder of .dcm files) form one volume.
 Each file's header is checked at scan time; `on_bad_file="skip"` skips unreadable files and
 lists them instead of stopping.
+
+`slices=axial|coronal|sagittal` (with spatial_dims=2) pretrains 2D backbones on the slices of
+3D volumes: each volume contributes its slices along that axis (every `slice_every`-th),
+leaving out empty ones (a single value throughout) when `skip_empty_slices`; 2D files in the
+same archive stay single images.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from workbench.data.source import SourceData
 from workbench.errors import WorkbenchError
 
 DEFAULT_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".png")
+# The array axis of each slice orientation in a NIfTI volume as nibabel reads it (x, y, z).
+SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
 def _suffix(path: Path) -> str:
@@ -57,9 +64,18 @@ class ArchiveSource:
         suffixes: list[str] | tuple[str, ...] = DEFAULT_SUFFIXES,
         on_bad_file: str = "error",
         check_headers: bool = True,
+        slices: str | None = None,
+        slice_every: int = 1,
+        skip_empty_slices: bool = True,
     ) -> None:
         if on_bad_file not in ("error", "skip"):
             raise WorkbenchError(f"data.unlabeled_source.on_bad_file='{on_bad_file}': expected 'error' or 'skip'")
+        if slices is not None and (slices not in SLICE_AXES or spatial_dims != 2):
+            raise WorkbenchError(f"data.source.slices={slices} (spatial_dims={spatial_dims}): expected one of {sorted(SLICE_AXES)} "
+                                 "with spatial_dims=2 (2D images cut from 3D volumes)")
+        if int(slice_every) < 1:
+            raise WorkbenchError(f"data.source.slice_every={slice_every}: expected 1 or more")
+        self.slices, self.slice_every, self.skip_empty_slices = slices, int(slice_every), skip_empty_slices
         self.root = root
         self.spatial_dims = spatial_dims
         self.suffixes = tuple(s.lower() for s in suffixes)
@@ -92,13 +108,31 @@ class ArchiveSource:
         """A volume where 2D images are expected, or a 2D image where volumes are, is refused at
         scan time, naming the setting to change (DICOM slices make volumes by series)."""
         volume = len(shape) >= 3 and shape[2] > 1
-        if self.spatial_dims == 2 and volume:
+        if self.spatial_dims == 2 and volume and not self.slices:
             raise WorkbenchError(f"{path}: a volume of shape {shape}, but data.source.spatial_dims=2 expects 2D images "
-                                 "(set data.source.spatial_dims=3 to read volumes)")
+                                 "(set data.source.spatial_dims=3 to read volumes, or data.source.slices=axial to cut them into slices)")
         if self.spatial_dims == 3 and not volume and _suffix(path) != ".dcm":
             raise WorkbenchError(f"{path}: a 2D image of shape {shape}, but data.source.spatial_dims=3 expects volumes "
                                  "(set data.source.spatial_dims=2 to read 2D images)")
         return shape
+
+    def records_of(self, path: str) -> list[dict]:
+        """One record per image: the file, or in slices mode one per kept slice of a volume
+        (`slice`: [array axis, index], which the loading transform cuts out)."""
+        if not self.slices or _suffix(Path(path)) not in (".nii", ".nii.gz"):
+            return [{"image": path, "id": path}]
+        import nibabel
+        import numpy as np
+
+        axis = SLICE_AXES[self.slices]
+        volume = nibabel.load(path)
+        if len(volume.shape) < 3 or volume.shape[2] == 1:  # a 2D image stored as NIfTI
+            return [{"image": path, "id": path}]
+        indices = range(0, volume.shape[axis], self.slice_every)
+        if self.skip_empty_slices:  # the whole volume read once here, at scan time
+            data = np.asarray(volume.dataobj)
+            indices = [k for k in indices if np.ptp(np.take(data, k, axis=axis)) > 0]
+        return [{"image": path, "slice": [axis, int(k)], "id": f"{path}#{self.slices}{k}"} for k in indices]
 
     def load(self) -> SourceData:
         files, skipped, shapes = self.scan()
@@ -111,7 +145,7 @@ class ArchiveSource:
             items = [str(folder) for folder in sorted(series)] + [str(p) for p in others]
         else:
             items = [str(p) for p in files]
-        records = [{"image": path, "id": path} for path in items]
+        records = [record for path in items for record in self.records_of(path)]
         return SourceData(
             splits={"train": records},
             task="unlabeled",

@@ -61,13 +61,18 @@ class WithoutMetadata(Compose):
 
 
 class LoadChecked(MapTransform):
-    """LoadImaged with errors that name the file."""
+    """LoadImaged with errors that name the file; a record with `slice` ([array axis, index]:
+    an archive's slices mode) gets that 2D slice of the volume."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             if isinstance(d[key], str):
                 d[key] = load_image(d[key])
+                if "slice" in d:
+                    axis, index = d["slice"]
+                    d[key] = d[key].select(axis + 1, index)  # + 1: the channel comes first
+        d.pop("slice", None)
         return d
 
 
