@@ -65,7 +65,8 @@ def write_nifti(path: Path, array: np.ndarray) -> Path:
 
 
 def write_dicom(path: Path, array: np.ndarray, z: float = 0.0, series_uid: str | None = None) -> Path:
-    """A minimal but valid CT slice (int16, explicit VR little endian)."""
+    """A minimal but valid CT slice (int16, explicit VR little endian); a 3D array (frames,
+    rows, columns) makes a multi-frame file."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -81,7 +82,9 @@ def write_dicom(path: Path, array: np.ndarray, z: float = 0.0, series_uid: str |
     ds.StudyInstanceUID = generate_uid()
     ds.Modality = "CT"
     ds.PatientID = "test"
-    ds.Rows, ds.Columns = array.shape
+    if array.ndim == 3:  # an enhanced multi-frame file: frames first
+        ds.NumberOfFrames = array.shape[0]
+    ds.Rows, ds.Columns = array.shape[-2:]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16

@@ -174,8 +174,8 @@ def test_archive_scans_recursively_and_streams(tmp_path):
 
 def test_archive_of_shared_dicom_and_nifti_samples(shared_data):
     dicoms = ArchiveSource(str(shared_data / "dicom_samples"), spatial_dims=3, suffixes=[".dcm"]).load()
-    volumes = [r["image"] for r in dicoms.splits["train"]]
-    assert any(v.endswith("series_CT_77654033_CT2") for v in volumes)  # a series folder is one volume
+    series = [r for r in dicoms.splits["train"] if r["id"].startswith(str(shared_data / "dicom_samples" / "series_CT_77654033_CT2") + "#")]
+    assert len(series) == 1 and len(series[0]["image"]) == 4  # the folder's four slices are one series, one volume
     nifti = ArchiveSource(str(shared_data / "nifti_samples"), spatial_dims=3, suffixes=[".nii", ".nii.gz"]).load()
     assert len(nifti.splits["train"]) == 5
 
@@ -218,3 +218,21 @@ def test_slices_mode_needs_2d_and_a_known_orientation(tmp_path):
         ArchiveSource(str(tmp_path), spatial_dims=3, slices="axial")
     with pytest.raises(WorkbenchError, match=r"data.source.slices=transverse"):
         ArchiveSource(str(tmp_path), spatial_dims=2, slices="transverse")
+
+
+def test_dicom_series_are_grouped_by_uid_in_position_order_and_a_multi_frame_file_is_one_volume(tmp_path):
+    """A PACS export: two series in one folder (slices written out of order) become two volumes,
+    each in ImagePositionPatient order; a multi-frame file is a volume of its own."""
+    from workbench.data.transforms import load_image
+
+    for z in (2, 0, 1):
+        write_dicom(tmp_path / "export" / f"a{z}.dcm", np.full((6, 5), 10 * z), z=z, series_uid="1.2.3")
+    for z in (5, 3):
+        write_dicom(tmp_path / "export" / f"b{z}.dcm", np.full((6, 5), 100 + z), z=z, series_uid="1.2.4")
+    write_dicom(tmp_path / "enhanced" / "frames.dcm", np.stack([np.full((6, 5), k) for k in range(4)]), series_uid="1.2.5")
+    records = ArchiveSource(str(tmp_path), spatial_dims=3).load().splits["train"]
+    assert [r["id"] for r in records] == [f"{tmp_path / 'export'}#1.2.3", f"{tmp_path / 'export'}#1.2.4", str(tmp_path / "enhanced" / "frames.dcm")]
+    first, second, frames = (load_image(r["image"]) for r in records)
+    assert first.shape == (1, 5, 6, 3) and first[0, 0, 0].tolist() == [0, 10, 20]  # (columns, rows, slices), in position order
+    assert second[0, 0, 0].tolist() == [103, 105]
+    assert frames.shape[0] == 1 and sorted(frames.shape[1:]) == [4, 5, 6]

@@ -2,7 +2,10 @@
 
 Files are listed, not loaded; the datamodule streams them through MONAI's Dataset,
 CacheDataset or PersistentDataset (`cache`), so a large archive never has to fit in memory.
-For 3D, the slices of a DICOM series (one folder of .dcm files) form one volume.
+For 3D, the slices of a DICOM series form one volume: files are grouped by SeriesInstanceUID
+(several series in one folder become several volumes) and ordered by their position along the
+slice normal (ImagePositionPatient; InstanceNumber where it is missing); a multi-frame file is
+a volume of its own. Without header checks (`check_headers=false`) a folder is one series.
 Each file's header is checked at scan time; `on_bad_file="skip"` skips unreadable files and
 lists them instead of stopping.
 
@@ -32,8 +35,19 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def check_header(path: Path) -> tuple[int, ...]:
-    """The image shape in `path`'s header; WorkbenchError unless the header is readable."""
+def slice_position(ds) -> float:
+    """Where a DICOM slice lies along its series' slice normal (or its InstanceNumber)."""
+    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+        import numpy as np
+
+        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        return float(np.dot(np.cross(orientation[:3], orientation[3:]), np.asarray(ds.ImagePositionPatient, dtype=float)))
+    return float(ds.get("InstanceNumber", 0) or 0)
+
+
+def read_header(path: Path) -> tuple[tuple[int, ...], dict | None]:
+    """The image shape in `path`'s header, and for DICOM its series facts (`series` UID,
+    `position` along the slice normal, `frames`); WorkbenchError unless the header is readable."""
     suffix = _suffix(path)
     try:
         if suffix == ".dcm":
@@ -42,18 +56,39 @@ def check_header(path: Path) -> tuple[int, ...]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if "Rows" not in ds or "Columns" not in ds:
                 raise ValueError("no image rows/columns")
-            return (int(ds.Rows), int(ds.Columns))
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            shape = (int(ds.Rows), int(ds.Columns), *((frames,) if frames > 1 else ()))
+            return shape, {"series": str(ds.get("SeriesInstanceUID", path.parent)), "position": slice_position(ds), "frames": frames}
         if suffix in (".nii", ".nii.gz"):
             import nibabel
 
-            return tuple(int(n) for n in nibabel.load(path).header.get_data_shape())
+            return tuple(int(n) for n in nibabel.load(path).header.get_data_shape()), None
         from PIL import Image
 
         with Image.open(path) as im:
             im.verify()
-            return (im.height, im.width)
+            return (im.height, im.width), None
     except Exception as e:
         raise WorkbenchError(f"{path}: not a readable {suffix} file ({type(e).__name__}: {e})") from None
+
+
+def dicom_volumes(files: list[Path], facts: dict[str, dict]) -> list[str | list[str]]:
+    """DICOM files as volumes: each series (by UID) as its files in position order, each
+    multi-frame file alone; files whose header was not read go by folder (MONAI reads a folder
+    as one series)."""
+    series: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    volumes: list[str | list[str]] = []
+    folders = sorted({str(p.parent) for p in files if str(p) not in facts})
+    for p in files:
+        fact = facts.get(str(p))
+        if fact is None:
+            continue
+        if fact["frames"] > 1:
+            volumes.append(str(p))
+        else:
+            series[fact["series"]].append((fact["position"], str(p)))
+    ordered = [[path for _, path in sorted(slices)] for slices in series.values()]
+    return [*folders, *sorted(ordered, key=lambda files_: files_[0]), *volumes]
 
 
 class ArchiveSource:
@@ -76,6 +111,7 @@ class ArchiveSource:
         if int(slice_every) < 1:
             raise WorkbenchError(f"data.source.slice_every={slice_every}: expected 1 or more")
         self.slices, self.slice_every, self.skip_empty_slices = slices, int(slice_every), skip_empty_slices
+        self.dicom_facts: dict[str, dict] = {}  # filled by scan()
         self.root = root
         self.spatial_dims = spatial_dims
         self.suffixes = tuple(s.lower() for s in suffixes)
@@ -91,7 +127,10 @@ class ArchiveSource:
         for path in files:
             try:
                 if self.check_headers:
-                    shapes[str(path)] = self.check_dimensions(path, check_header(path))
+                    shape, facts = read_header(path)
+                    shapes[str(path)] = self.check_dimensions(path, shape)
+                    if facts is not None:
+                        self.dicom_facts[str(path)] = facts
                 good.append(path)
             except WorkbenchError as e:
                 if self.on_bad_file == "error":
@@ -136,16 +175,13 @@ class ArchiveSource:
 
     def load(self) -> SourceData:
         files, skipped, shapes = self.scan()
-        items: list[str]
         if self.spatial_dims == 3:
-            series: dict[Path, list[Path]] = defaultdict(list)
-            others = []
-            for p in files:
-                (series[p.parent] if _suffix(p) == ".dcm" else others).append(p)
-            items = [str(folder) for folder in sorted(series)] + [str(p) for p in others]
+            dicom = [p for p in files if _suffix(p) == ".dcm"]
+            volumes = dicom_volumes(dicom, self.dicom_facts) + [str(p) for p in files if _suffix(p) != ".dcm"]
+            records = [{"image": v, "id": f"{Path(v[0]).parent}#{self.dicom_facts[v[0]]['series']}"} if isinstance(v, list) else {"image": v, "id": v}
+                       for v in volumes]
         else:
-            items = [str(p) for p in files]
-        records = [record for path in items for record in self.records_of(path)]
+            records = [record for path in files for record in self.records_of(str(path))]
         return SourceData(
             splits={"train": records},
             task="unlabeled",

@@ -30,8 +30,9 @@ def inside_root(path: str | Path, root: Path, where: str) -> Path:
     return resolved
 
 
-def probe_channels(path: str | Path) -> int:
-    """Number of channels of the image at `path`, as MONAI's loader sees it (channel first)."""
+def probe_channels(path: str | Path | list[str]) -> int:
+    """Number of channels of the image at `path` (a list: a DICOM series), as MONAI's loader
+    sees it (channel first)."""
     from workbench.data.transforms import load_image
 
-    return int(load_image(str(path)).shape[0])
+    return int(load_image(path if isinstance(path, list) else str(path)).shape[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import PILReader, get_track_meta, set_track_meta
 from monai.transforms import (
@@ -36,8 +37,26 @@ _picture_loader = LoadImage(reader=PILReader(reverse_indexing=False), image_only
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def load_image(path: str) -> torch.Tensor:
-    """One image or volume, channel first; an unreadable file is a WorkbenchError naming it."""
+def load_dicom_series(paths: Sequence[str]) -> torch.Tensor:
+    """A series' DICOM files, already in slice order, as one (1, columns, rows, slices) volume in
+    stored units times RescaleSlope plus RescaleIntercept (the layout MONAI gives a series folder)."""
+    import pydicom
+
+    slices = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        slices.append(ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0))
+    return torch.from_numpy(np.stack(slices, axis=-1).transpose(1, 0, 2).copy())[None]
+
+
+def load_image(path: str | Sequence[str]) -> torch.Tensor:
+    """One image or volume, channel first (a list of paths: a DICOM series in slice order); an
+    unreadable file is a WorkbenchError naming it."""
+    if not isinstance(path, str):
+        try:
+            return load_dicom_series(path)
+        except Exception as e:
+            raise WorkbenchError(f"{path[0]} (a DICOM series of {len(path)} files): cannot read as a volume ({first_line(e)})") from None
     loader = _picture_loader if path.lower().endswith(PICTURE_SUFFIXES) else _volume_loader
     try:
         return loader(path)
@@ -67,7 +86,7 @@ class LoadChecked(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if isinstance(d[key], str):
+            if isinstance(d[key], str) or (isinstance(d[key], list) and d[key] and isinstance(d[key][0], str)):
                 d[key] = load_image(d[key])
                 if "slice" in d:
                     axis, index = d["slice"]
