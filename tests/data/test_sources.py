@@ -236,3 +236,50 @@ def test_dicom_series_are_grouped_by_uid_in_position_order_and_a_multi_frame_fil
     assert first.shape == (1, 5, 6, 3) and first[0, 0, 0].tolist() == [0, 10, 20]  # (columns, rows, slices), in position order
     assert second[0, 0, 0].tolist() == [103, 105]
     assert frames.shape[0] == 1 and sorted(frames.shape[1:]) == [4, 5, 6]
+
+
+def test_the_scan_index_is_reused_and_refreshed_only_for_changed_files(tmp_path):
+    """A second scan reads no header; a rewritten file (new size and mtime) is read again, and a
+    file turned unreadable is found without rereading the others."""
+    archive = tmp_path / "archive"
+    for i in range(4):
+        write_png(archive / f"{i}.png", np.full((8, 8), 40 * i, np.uint8))
+    first = ArchiveSource(str(archive), index_dir=str(tmp_path / "index"))
+    first.load()
+    again = ArchiveSource(str(archive), index_dir=str(tmp_path / "index"))
+    again.load()
+    assert (first.header_reads, again.header_reads) == (4, 0)
+    write_png(archive / "2.png", np.full((12, 12), 7, np.uint8))
+    (archive / "3.png").write_text("not a png any more")
+    changed = ArchiveSource(str(archive), index_dir=str(tmp_path / "index"), on_bad_file="skip")
+    data = changed.load()
+    assert changed.header_reads == 2 and len(data.splits["train"]) == 3 and data.extra["shapes"] == [(8, 8), (12, 12)]
+
+
+def test_two_processes_scanning_one_archive_read_each_header_once(tmp_path):
+    """Every rank or job scans: the first builds the index under its lock, the other waits and reads it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    archive = tmp_path / "archive"
+    for i in range(30):
+        write_dicom(archive / f"s{i % 3}" / f"{i}.dcm", np.full((6, 6), i), z=i // 3, series_uid=f"1.2.{i % 3}")
+    code = ("import sys; from workbench.data import ArchiveSource; s = ArchiveSource(sys.argv[1], spatial_dims=3, index_dir=sys.argv[2]); "
+            "n = len(s.load().splits['train']); print(s.header_reads, n)")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(archive), str(tmp_path / "index")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = sorted(tuple(map(int, r.communicate(timeout=300)[0].split())) for r in runs)
+    assert outputs == [(0, 3), (30, 3)]  # one process read all 30 headers, the other none; both found 3 series
+
+
+def test_headers_read_in_worker_processes_match_those_read_here(tmp_path, monkeypatch):
+    from workbench.data import scan_index
+
+    for i in range(6):
+        write_png(tmp_path / f"{i}.png", np.full((8 + i, 8), 9, np.uint8))
+    (tmp_path / "bad.png").write_text("no")
+    here = ArchiveSource(str(tmp_path), on_bad_file="skip").scan()
+    monkeypatch.setattr(scan_index, "PARALLEL_FROM", 2)
+    assert ArchiveSource(str(tmp_path), on_bad_file="skip", header_workers=3).scan() == here

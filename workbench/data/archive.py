@@ -7,7 +7,8 @@ For 3D, the slices of a DICOM series form one volume: files are grouped by Serie
 slice normal (ImagePositionPatient; InstanceNumber where it is missing); a multi-frame file is
 a volume of its own. Without header checks (`check_headers=false`) a folder is one series.
 Each file's header is checked at scan time; `on_bad_file="skip"` skips unreadable files and
-lists them instead of stopping.
+lists them instead of stopping. With `index_dir`, the headers go into a scan index that later
+runs and the other processes of a run reuse (workbench/data/scan_index.py).
 
 `slices=axial|coronal|sagittal` (with spatial_dims=2) pretrains 2D backbones on the slices of
 3D volumes: each volume contributes its slices along that axis (every `slice_every`-th),
@@ -22,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from workbench.data.files import existing_dir, probe_channels
+from workbench.data.scan_index import index_path, scanned
 from workbench.data.source import SourceData
 from workbench.errors import WorkbenchError
 
@@ -102,6 +104,8 @@ class ArchiveSource:
         slices: str | None = None,
         slice_every: int = 1,
         skip_empty_slices: bool = True,
+        index_dir: str | None = None,
+        header_workers: int | None = None,
     ) -> None:
         if on_bad_file not in ("error", "skip"):
             raise WorkbenchError(f"data.unlabeled_source.on_bad_file='{on_bad_file}': expected 'error' or 'skip'")
@@ -112,6 +116,8 @@ class ArchiveSource:
             raise WorkbenchError(f"data.source.slice_every={slice_every}: expected 1 or more")
         self.slices, self.slice_every, self.skip_empty_slices = slices, int(slice_every), skip_empty_slices
         self.dicom_facts: dict[str, dict] = {}  # filled by scan()
+        self.index_dir, self.header_workers = index_dir, header_workers
+        self.header_reads = 0  # headers this process read (the rest came from the index)
         self.root = root
         self.spatial_dims = spatial_dims
         self.suffixes = tuple(s.lower() for s in suffixes)
@@ -124,13 +130,19 @@ class ArchiveSource:
         root = existing_dir(self.root, "archive")
         files = sorted(p for p in root.rglob("*") if p.is_file() and _suffix(p) in self.suffixes)
         good, skipped, shapes = [], [], {}
+        entries: dict[str, dict] = {}
+        if self.check_headers:
+            index = index_path(self.index_dir, root, self.suffixes) if self.index_dir else None
+            entries, self.header_reads = scanned(files, root, read_header, index, self.header_workers)
         for path in files:
             try:
                 if self.check_headers:
-                    shape, facts = read_header(path)
-                    shapes[str(path)] = self.check_dimensions(path, shape)
-                    if facts is not None:
-                        self.dicom_facts[str(path)] = facts
+                    entry = entries[str(path)]
+                    if "error" in entry:
+                        raise WorkbenchError(entry["error"])
+                    shapes[str(path)] = self.check_dimensions(path, tuple(entry["shape"]))
+                    if entry["facts"] is not None:
+                        self.dicom_facts[str(path)] = entry["facts"]
                 good.append(path)
             except WorkbenchError as e:
                 if self.on_bad_file == "error":
