@@ -34,6 +34,16 @@ def roc_curve(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[np.nda
     return grid, np.mean(curves, axis=0)
 
 
+def finished(fig: Any, ax: Any, xlabel: str, ylabel: str, path: Path) -> Path:
+    """Labels, legend and grid, then the figure written to `path`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
 def plot_roc(predictions: dict[str, Path], path: Path) -> Path | None:
     """One ROC curve per stage whose test split predictions were saved (test_predictions.json)."""
     if not predictions:
@@ -44,13 +54,8 @@ def plot_roc(predictions: dict[str, Path], path: Path) -> Path | None:
         fpr, tpr = roc_curve(torch.tensor(saved["probabilities"]), torch.tensor(saved["labels"]))
         ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
     ax.set_title("ROC on the test split")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
+    return finished(fig, ax, "false positive rate", "true positive rate", path)
 
 
 def bootstrap_auc(probabilities: torch.Tensor, labels: torch.Tensor, draws: int = 500, seed: int = 0) -> tuple[float, float, float]:
@@ -78,12 +83,7 @@ def plot_label_efficiency_point(predictions: dict[str, Path], labeled_images: in
         ax.axhline(value, linestyle="--", color=f"C{7 + k % 3}", label=f"{name} (all labels, published)")
     ax.set_xlim(labeled_images * 0.8, labeled_images * 1.25)
     ax.set_xticks([labeled_images])
-    ax.set_xlabel("labeled images")
-    ax.set_ylabel("test AUC")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
+    return finished(fig, ax, "labeled images", "test AUC", path)
 
 
 def trained_run(stage: dict[str, Any]) -> Path:
