@@ -32,7 +32,7 @@ from workbench.data.synthetic import SyntheticSet
 from workbench.errors import WorkbenchError, first_line
 from workbench.evaluate import evaluate
 from workbench.evaluation.out_of_fold import out_of_fold_metrics, pooled
-from workbench.evaluation.report import DEFAULT_REFERENCES, medmnist_baselines
+from workbench.evaluation.report import published_lines
 from workbench.evaluation.report_figures import report_figures
 from workbench.io import write_json_atomic, write_text_atomic
 from workbench.models.pretrained import PretrainedBackbone
@@ -279,9 +279,7 @@ def pipeline(cfg: DictConfig) -> dict[str, Any]:
         for name, result in stages.items():  # the pooled held-out predictions the oof/* values come from
             if "out_of_fold" in result:
                 summary[f"out_of_fold_{name}"] = str(write_json_atomic(run_dir / f"out_of_fold_{name}.json", result["out_of_fold"]))
-        baselines = Path(cfg.paths.data_dir) / "medmnist_v2_baselines.md"  # the published lines, where the dataset has them
-        published = medmnist_baselines(baselines, cfg.dataset) if baselines.is_file() else {}
-        references = {name: published[name]["auc"] for name in DEFAULT_REFERENCES if "auc" in published.get(name, {})}
+        references = published_lines(Path(cfg.paths.data_dir) / "medmnist_v2_baselines.md", cfg.dataset, "auc")  # where the dataset has them
         figures = report_figures(run_dir, stages, summary["labeled_images"], references)
         report = write_text_atomic(run_dir / "report.md", pipeline_report(cfg, stages, summary) + "\n".join(figures) + "\n")
         summary["report"] = str(report)

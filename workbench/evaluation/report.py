@@ -113,6 +113,14 @@ def medmnist_baselines(path: str | Path, dataset: str) -> dict[str, dict[str, fl
     return found
 
 
+def published_lines(baselines: str | Path | None, dataset: str | None, metric: str,
+                    references: tuple[str, ...] = DEFAULT_REFERENCES) -> dict[str, float]:
+    """The published full-label results of `references` for `dataset` and `metric` ({} where the
+    file or the dataset's table is missing)."""
+    published = medmnist_baselines(baselines, dataset) if baselines and dataset and Path(baselines).is_file() else {}
+    return {name: published[name][metric] for name in references if metric in published.get(name, {})}
+
+
 def plot_label_efficiency(rows: list[dict], metric: str, path: Path, references: dict[str, float], title: str) -> Path | None:
     """The metric against labeled images (log axis), one line per recipe with its 95% CI band."""
     rows = [r for r in rows if metric in r and r.get("labeled_images")]
@@ -164,12 +172,12 @@ def write_report(
     if not records:
         return None
     rows = aggregate(records)
-    published = medmnist_baselines(baselines, dataset) if baselines and dataset and Path(baselines).is_file() else {}
     lines = [f"# Label efficiency: {root}", "", f"{len(records)} runs; test metrics of each run's selected checkpoint, scored once.", "",
              markdown_table(rows), ""]
-    plots = {}
+    plots, published = {}, False
     for metric in METRICS:
-        refs = {name: published[name][metric] for name in references if metric in published.get(name, {})}
+        refs = published_lines(baselines, dataset, metric, references)
+        published = published or bool(refs)
         plot = plot_label_efficiency(rows, metric, out / f"label_efficiency_{metric}.png", refs, f"{dataset or root.name}: test {metric.upper()}")
         if plot:
             plots[metric] = plot.name
