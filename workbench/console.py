@@ -13,6 +13,7 @@ NOISY_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's pytree helper on current torch
     r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register",  # the same, as MONAI's reader says it
     r"monai.metrics.utils get_mask_edges:always_return_as_numpy",  # MONAI's metrics calling their own deprecated argument
+    r"You passed in a `val_dataloader` but have no `validation_step`",  # the generators: the datamodule serves every stage
     r"The number of training batches \(\d+\) is smaller than the logging interval",  # every small label budget
 )
 NOISY_LOG_LINES = {
