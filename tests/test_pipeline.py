@@ -386,6 +386,16 @@ def test_a_fold_ensemble_is_validated_externally_on_another_npz(tmp_path):
                                     config_name="evaluate"))
     assert by_run["checkpoint"] == folds
     assert (by_run["test/auc"], by_run["test/acc"]) == pytest.approx((external["test/auc"], external["test/acc"]), abs=1e-6)
+    # The fold ensemble exported as one TorchScript model: the mean of its members' probabilities.
+    from workbench.export import export
+
+    scripted = torch.jit.load(export(compose_train([f"run_dir={tmp_path / 'run'}", "format=torchscript"], tmp_path / "ts", config_name="export"))["model"])
+    config = yaml.safe_load((Path(folds[0]).parents[1] / "config.yaml").read_text())
+    members = [get_class(config["task"]["_target_"]).load_from_checkpoint(f, map_location="cpu", weights_only=True).eval() for f in folds]
+    images = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        mean = torch.stack([m.evaluated_network()(images).softmax(1) for m in members]).mean(0)
+        assert torch.allclose(scripted(images), mean, atol=1e-5)
 
 
 def test_a_segmentation_recipe_s_baseline_is_a_segmentation_network():
