@@ -58,13 +58,15 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_nifti(path: Path, array: np.ndarray) -> Path:
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
     return path
 
 
-def write_dicom(path: Path, array: np.ndarray, z: float = 0.0, series_uid: str | None = None) -> Path:
+def write_dicom(
+    path: Path, array: np.ndarray, z: float = 0.0, series_uid: str | None = None, pixel_spacing: tuple[float, float] = (1.0, 1.0)
+) -> Path:
     """A minimal but valid CT slice (int16, explicit VR little endian); a 3D array (frames,
     rows, columns) makes a multi-frame file."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -90,7 +92,7 @@ def write_dicom(path: Path, array: np.ndarray, z: float = 0.0, series_uid: str |
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
-    ds.PixelSpacing = [1.0, 1.0]
+    ds.PixelSpacing = list(pixel_spacing)  # [between rows, between columns]
     ds.SliceThickness = 1.0
     ds.ImagePositionPatient = [0.0, 0.0, float(z)]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]

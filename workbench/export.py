@@ -8,7 +8,7 @@ for segmentation): the network the run scores (an EMA teacher where the method h
 mean of the ensemble members' probabilities. A bundle holds `models/model.ts`,
 `configs/metadata.json` (the input and output spec, the classes, the decision threshold of a
 two-class model) and `configs/inference.json` (MONAI's loading, the run's intensity scaling and
-resize, sliding-window inference where the run used it, argmax), which `monai.bundle` runs
+resize or native-spacing resampling, sliding-window inference where the run used it, argmax), which `monai.bundle` runs
 without the workbench installed.
 """
 
@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
+from workbench.data.datamodule import MedicalDataModule
+from workbench.data.transforms import intensity_steps
 from workbench.errors import WorkbenchError
 from workbench.io import write_json_atomic
 from workbench.models.checkpoints import check_checkpoint_fits
@@ -45,7 +47,7 @@ class Probabilities(nn.Module):
         return self.network(x).float().softmax(1)
 
 
-def exported_network(run_cfg: DictConfig, paths: list[str]) -> tuple[Probabilities, Any, Any]:
+def exported_network(run_cfg: DictConfig, paths: list[str]) -> tuple[Probabilities, MedicalDataModule, Any]:
     """The run's scored model as one module in eval mode, its datamodule and the task module."""
     datamodule, task = build_model(run_cfg, "task", output_dir=None)
     if len(paths) == 1:
@@ -60,31 +62,30 @@ def exported_network(run_cfg: DictConfig, paths: list[str]) -> tuple[Probabiliti
     return Probabilities(network).eval(), datamodule, task
 
 
-def preprocessing(data: DictConfig, spatial_dims: int) -> list[dict[str, Any]]:
+def preprocessing(datamodule: MedicalDataModule, spatial_dims: int) -> list[dict[str, Any]]:
     """MONAI transforms that prepare a file as the run's data chain prepared its images."""
     pictures = spatial_dims == 2  # PNG/JPEG/TIFF, read row-major as the workbench reads them
+    volume = datamodule.volume_spec
     steps: list[dict[str, Any]] = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True, **({"reader": "PILReader", "reverse_indexing": False} if pictures else {})},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
-        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": False},
+        # resampling (data.volume) reads the file's affine, which only a MetaTensor keeps
+        {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": bool(volume and volume.needs_metadata)},
     ]
-    mode, window = data.get("intensity_mode", "auto"), data.get("intensity_range")
-    mode = ("range" if window is not None else "minmax") if mode == "auto" else mode
-    if mode == "range":
-        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": window[0], "a_max": window[1], "b_min": 0.0, "b_max": 1.0, "clip": True})
-    elif mode == "minmax":
-        steps.append({"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0})
-    elif mode == "zscore":
-        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "channel_wise": True})
-    if data.get("image_size"):
-        steps.append({"_target_": "Resized", "keys": "image", "spatial_size": [int(data.image_size)] * spatial_dims, "mode": "area"})
+    window = datamodule.intensity_range or datamodule.load().extra.get("intensity_range")
+    scaling = intensity_steps(datamodule.intensity_mode, window, datamodule.intensity_percentiles)
+    resizing = volume.steps(["image"], "whole" if datamodule.load().task == "segmentation" else "centre") if volume else (
+        [("Resized", {"spatial_size": [int(datamodule.image_size)] * spatial_dims, "mode": "area"})] if datamodule.image_size else [])
+    steps += [{"_target_": name, "keys": "image", **kwargs} for name, kwargs in [*scaling, *resizing]]
+    if volume:
+        steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": False})
     return steps
 
 
-def inference_config(run_cfg: DictConfig, task: Any) -> dict[str, Any]:
+def inference_config(datamodule: MedicalDataModule, task: Any) -> dict[str, Any]:
     """configs/inference.json: MONAI bundle syntax, runnable with `python -m monai.bundle run`."""
-    roi = task.hparams.get("roi_size")
-    inferer = ({"_target_": "SlidingWindowInferer", "roi_size": list(roi), "sw_batch_size": task.hparams.sw_batch_size,
+    roi = getattr(task, "roi_size", None)
+    inferer = ({"_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": task.hparams.sw_batch_size,
                 "overlap": task.hparams.overlap} if roi else {"_target_": "SimpleInferer"})
     return {
         "imports": ["$import torch", "$import glob"],
@@ -93,7 +94,7 @@ def inference_config(run_cfg: DictConfig, task: Any) -> dict[str, Any]:
         "network_def": "$torch.jit.load(@bundle_root + '/models/model.ts', map_location=@device)",
         "network": "$@network_def.eval()",
         "datalist": [],  # image files, e.g. "$sorted(glob.glob('/data/*.nii.gz'))"
-        "preprocessing": {"_target_": "Compose", "transforms": preprocessing(run_cfg.data, task.hparams.get("spatial_dims", 2))},
+        "preprocessing": {"_target_": "Compose", "transforms": preprocessing(datamodule, task.hparams.get("spatial_dims", 2))},
         "dataset": {"_target_": "Dataset", "data": "$[{'image': f} for f in @datalist]", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False, "num_workers": 0},
         "inferer": inferer,
@@ -167,7 +168,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         traced.save(str(bundle / "models" / "model.ts"))
         names = getattr(datamodule.source, "class_names", None) or [str(i) for i in range(task.hparams.num_classes)]
         write_json_atomic(bundle / "configs" / "metadata.json", metadata(run_cfg, task, shape, names))
-        write_json_atomic(bundle / "configs" / "inference.json", inference_config(run_cfg, task))
+        write_json_atomic(bundle / "configs" / "inference.json", inference_config(datamodule, task))
         written["model"] = str(bundle)
     write_json_atomic(out / "metrics.json", written)
     print(f"Exported: {written['model']}")

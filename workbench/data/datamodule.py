@@ -27,7 +27,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
-from monai.transforms import Compose
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import ConcatDataset
@@ -37,7 +36,8 @@ from workbench.data.source import SourceData
 from workbench.data.splits import class_counts
 from workbench.data.subsets import LabelBudget, class_prior, fold_ids, plan_subsets
 from workbench.data.synthetic import RealSyntheticSampler, check_compatible
-from workbench.data.transforms import WithoutMetadata, build_transforms
+from workbench.data.transforms import build_transforms
+from workbench.data.volume import VolumeSpec
 from workbench.errors import WorkbenchError, unwrapped_workbench_errors
 from workbench.io import write_json_atomic
 
@@ -84,10 +84,12 @@ class MedicalDataModule(pl.LightningDataModule):
         image_size: int | None = None,
         intensity_mode: str = "auto",
         intensity_range: list[float] | None = None,
+        intensity_percentiles: list[float] | None = None,
         binarize_mask: bool = False,
         augment: dict[str, bool] | None = None,
         cache: str = "none",
         cache_dir: str | None = None,
+        volume: dict | None = None,
         unlabeled_source: Any = None,
         pretrain_views: Callable | None = None,
         unlabeled_ratio: float | None = None,
@@ -117,10 +119,13 @@ class MedicalDataModule(pl.LightningDataModule):
         self.image_size = image_size
         self.intensity_mode = intensity_mode
         self.intensity_range = intensity_range
+        self.intensity_percentiles = intensity_percentiles
         self.binarize_mask = binarize_mask
         self.augment = augment
         self.cache = cache
         self.cache_dir = cache_dir
+        self.volume = dict(volume) if volume else None
+        self.volume_spec: VolumeSpec | None = None  # set by load(), which knows the dimensions
         self.unlabeled_source = unlabeled_source
         self.pretrain_views = pretrain_views
         self.unlabeled_ratio = unlabeled_ratio
@@ -149,6 +154,7 @@ class MedicalDataModule(pl.LightningDataModule):
                 )
             data.extra["skipped_files"] = archive.extra.get("skipped_files", [])
             self._check_one_shape(archive)
+        self.volume_spec = VolumeSpec.from_config(self.volume, data.spatial_dims, self.image_size)
         self._check_one_shape(data)
         synthetic = None
         if self.synthetic_source is not None:
@@ -164,7 +170,7 @@ class MedicalDataModule(pl.LightningDataModule):
     def _check_one_shape(self, data: SourceData) -> None:
         """Batches need one size: an archive of mixed shapes needs `image_size` to resize."""
         shapes = data.extra.get("shapes") or []
-        if len(shapes) > 1 and not self.image_size:
+        if len(shapes) > 1 and not self.image_size and self.volume_spec is None:
             raise WorkbenchError(
                 f"{data.description}: images of {len(shapes)} different shapes ({shapes[0]}, {shapes[1]}, ...); "
                 "set data.image_size to resize them to one size"
@@ -241,15 +247,17 @@ class MedicalDataModule(pl.LightningDataModule):
             image_size=self.image_size,
             intensity_mode=self.intensity_mode,
             intensity_range=self.intensity_range or data.extra.get("intensity_range"),
+            intensity_percentiles=self.intensity_percentiles,
             binarize_mask=self.binarize_mask,
             augment=self.augment,
+            volume=self.volume_spec,
+            random_patches=train or subset == "pretrain",  # pretraining's views bring their own augmentation, not its patches
         )
         if subset == "pretrain" and views is None:
             raise WorkbenchError("the 'pretrain' subset needs data.pretrain_views (a multi-view transform)")
         if views is not None and not on_device:
-            transform = Compose([transform, views])
+            transform = type(transform)([*transform.transforms, views])
         from_files = bool(records) and isinstance(records[0]["image"], str)
-        transform = WithoutMetadata(transform.transforms)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
             # In memory, every source keeps the chain's deterministic start (loading, checks,
             # intensity, resizing): with on-device views that is the whole per-image work.
@@ -361,11 +369,17 @@ class MedicalDataModule(pl.LightningDataModule):
         """Every image of a subset in order, without augmentation, in this process alone (no
         distributed sampler), e.g. for rank 0's out-of-fold predictions."""
         self.load()
-        return self._dataloader(self.dataset(subset, train=False), self.eval_batch_size, False)
+        return self._dataloader(self.dataset(subset, train=False), self.evaluation_batch_size(), False)
 
     def eval_dataloader(self, subset: str) -> DataLoader:
         """Any subset in order, without augmentation (prototypes, features, evaluation)."""
-        return self._loader(subset, shuffle=False, batch_size=self.eval_batch_size, train=False)
+        return self._loader(subset, shuffle=False, batch_size=self.evaluation_batch_size(), train=False)
+
+    def evaluation_batch_size(self) -> int:
+        """`eval_batch_size`, but 1 for volumes segmented whole at native spacing (`volume`):
+        their shapes differ from volume to volume."""
+        whole_volumes = self.volume_spec is not None and self.load().task == "segmentation"
+        return 1 if whole_volumes else self.eval_batch_size
 
 
 def check_mode(mode: str, **settings: Any) -> None:

@@ -8,27 +8,26 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import monai.transforms
 import numpy as np
 import torch
-from monai.data import PILReader, get_track_meta, set_track_meta
+from monai.data import MetaTensor, PILReader, get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     EnsureTyped,
     LoadImage,
     MapTransform,
-    NormalizeIntensityd,
     RandAdjustContrastd,
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
     Resized,
-    ScaleIntensityd,
-    ScaleIntensityRanged,
 )
 
+from workbench.data.volume import VolumeSpec
 from workbench.errors import WorkbenchError, first_line
 
-INTENSITY_MODES = ("auto", "minmax", "range", "zscore", "none")
+INTENSITY_MODES = ("auto", "minmax", "range", "percentile", "zscore", "none")
 _volume_loader = LoadImage(image_only=True, ensure_channel_first=True)
 # MONAI's PILReader does not claim .tif/.tiff by suffix; 2D picture formats go to it directly.
 # Rows stay rows (reverse_indexing=False): a picture loads as the (H, W) array any viewer shows,
@@ -39,14 +38,35 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 def load_dicom_series(paths: Sequence[str]) -> torch.Tensor:
     """A series' DICOM files, already in slice order, as one (1, columns, rows, slices) volume in
-    stored units times RescaleSlope plus RescaleIntercept (the layout MONAI gives a series folder)."""
+    stored units times RescaleSlope plus RescaleIntercept (the layout MONAI gives a series folder).
+    While MONAI tracks metadata, a MetaTensor whose RAS affine comes from the first slice's
+    position and orientation, the pixel spacing and the distance between slices."""
     import pydicom
 
-    slices = []
+    slices, headers = [], []
     for path in paths:
         ds = pydicom.dcmread(path)
+        headers.append(ds)
         slices.append(ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0))
-    return torch.from_numpy(np.stack(slices, axis=-1).transpose(1, 0, 2).copy())[None]
+    volume = torch.from_numpy(np.stack(slices, axis=-1).transpose(1, 0, 2).copy())[None]
+    return MetaTensor(volume, affine=series_affine(headers)) if get_track_meta() else volume
+
+
+def series_affine(headers: Sequence[Any]) -> np.ndarray:
+    """The RAS voxel-to-world affine of a (columns, rows, slices) array of a series' slices."""
+    first = headers[0]
+    orientation = np.asarray(first.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=float)
+    along_row, along_column = orientation[:3], orientation[3:]
+    row_spacing, column_spacing = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
+    origin = np.asarray(first.get("ImagePositionPatient", [0.0, 0.0, 0.0]), dtype=float)
+    normal = np.cross(along_row, along_column)
+    if len(headers) > 1 and "ImagePositionPatient" in headers[-1]:
+        step = (np.asarray(headers[-1].ImagePositionPatient, dtype=float) - origin) / (len(headers) - 1)
+    else:
+        step = normal * float(first.get("SliceThickness", 1.0) or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = along_row * column_spacing, along_column * row_spacing, step, origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM's patient LPS to RAS, as MONAI's readers give
 
 
 def load_image(path: str | Sequence[str]) -> torch.Tensor:
@@ -133,23 +153,36 @@ class BinarizeMask(MapTransform):
         return d
 
 
-def intensity_transform(image_key: str, mode: str, value_range: Sequence[float] | None) -> list:
-    """`minmax`: per-image to [0, 1]; `range`: a fixed window (CT HU, bit depth) to [0, 1], clipped;
-    `zscore`: per-image zero mean, unit variance; `none`; `auto`: `range` when known, else `minmax`."""
+def intensity_steps(mode: str, value_range: Sequence[float] | None, percentiles: Sequence[float] | None = None) -> list[tuple[str, dict]]:
+    """The intensity scaling as (MONAI dictionary transform name, arguments but keys), shared by
+    the data chain and the exported bundle. `minmax`: per-image to [0, 1]; `range`: a fixed window
+    (CT HU, bit depth) to [0, 1], clipped; `percentile`: each image's [low, high] percentiles
+    (`percentiles`, MR's usual choice) to [0, 1], clipped; `zscore`: per-image zero mean, unit
+    variance; `none`; `auto`: `range` when known, else `minmax`."""
     if mode not in INTENSITY_MODES:
-        raise WorkbenchError(f"data.intensity.mode='{mode}': expected one of {INTENSITY_MODES}")
+        raise WorkbenchError(f"data.intensity_mode='{mode}': expected one of {INTENSITY_MODES}")
     if mode == "auto":
         mode = "range" if value_range is not None else "minmax"
     if mode == "range":
         if value_range is None or len(value_range) != 2 or value_range[0] >= value_range[1]:
-            raise WorkbenchError(f"data.intensity.range={value_range}: expected [low, high] with low < high")
+            raise WorkbenchError(f"data.intensity_range={value_range}: expected [low, high] with low < high")
         low, high = value_range
-        return [ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)]
+        return [("ScaleIntensityRanged", {"a_min": float(low), "a_max": float(high), "b_min": 0.0, "b_max": 1.0, "clip": True})]
+    if mode == "percentile":
+        if percentiles is None or len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
+            raise WorkbenchError(f"data.intensity_percentiles={percentiles}: expected [low, high] with 0 <= low < high <= 100")
+        low, high = percentiles
+        return [("ScaleIntensityRangePercentilesd", {"lower": float(low), "upper": float(high), "b_min": 0.0, "b_max": 1.0, "clip": True})]
     if mode == "minmax":
-        return [ScaleIntensityd(image_key, minv=0.0, maxv=1.0)]
+        return [("ScaleIntensityd", {"minv": 0.0, "maxv": 1.0})]
     if mode == "zscore":
-        return [NormalizeIntensityd(image_key, channel_wise=True)]
+        return [("NormalizeIntensityd", {"channel_wise": True})]
     return []
+
+
+def intensity_transform(image_key: str, mode: str, value_range: Sequence[float] | None, percentiles: Sequence[float] | None = None) -> list:
+    """`intensity_steps` as transforms of `image_key`."""
+    return [getattr(monai.transforms, name)(image_key, **kwargs) for name, kwargs in intensity_steps(mode, value_range, percentiles)]
 
 
 def augmentations(
@@ -188,21 +221,29 @@ def build_transforms(
     image_size: int | None = None,
     intensity_mode: str = "auto",
     intensity_range: Sequence[float] | None = None,
+    intensity_percentiles: Sequence[float] | None = None,
     binarize_mask: bool = False,
     augment: Mapping[str, bool] | None = None,
+    volume: VolumeSpec | None = None,
+    random_patches: bool = False,
 ) -> Compose:
-    """The whole chain for one view; `train=True` adds augmentation."""
+    """The whole chain for one view; `train=True` adds augmentation. With `volume`, 3D volumes
+    are reoriented, resampled and cut into patches (random ones where `random_patches`) instead
+    of resized to `image_size`; the chain then tracks MONAI metadata, which resampling reads."""
     seg = task == "segmentation"
     keys = ["image", "label"] if seg else ["image"]
+    metadata = volume is not None and volume.needs_metadata
     # Paths are loaded, arrays pass through: one chain serves in-memory sources and archives.
     chain: list = [LoadChecked(keys, allow_missing_keys=True)]
-    chain.append(EnsureTyped(keys, data_type="tensor", dtype=None, track_meta=False, allow_missing_keys=True))
+    chain.append(EnsureTyped(keys, data_type="tensor", dtype=None, track_meta=metadata, allow_missing_keys=True))
     if seg and binarize_mask:
         chain.append(BinarizeMask("label", allow_missing_keys=True))
     chain.append(CheckRecord(keys, num_classes=num_classes, mask_key="label" if seg else None))
-    chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32))
-    chain += intensity_transform("image", intensity_mode, intensity_range)
-    if image_size:
+    chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=metadata))
+    chain += intensity_transform("image", intensity_mode, intensity_range, intensity_percentiles)
+    if volume is not None:  # segmentation is scored on whole volumes, by sliding windows of the patch size
+        chain += volume.transforms(keys, "random" if random_patches else "whole" if seg else "centre")
+    elif image_size:
         size = [int(image_size)] * spatial_dims
         chain.append(Resized(keys, spatial_size=size, mode=("area", "nearest") if seg else "area", allow_missing_keys=True))
     if train and augment:
@@ -212,7 +253,7 @@ def build_transforms(
     chain.append(EnsureTyped("image", data_type="tensor", dtype=torch.float32, track_meta=False))
     if seg:
         chain.append(EnsureTyped("label", data_type="tensor", dtype=torch.long, track_meta=False, allow_missing_keys=True))
-    return Compose(chain)
+    return (Compose if metadata else WithoutMetadata)(chain)
 
 
 def strip_label(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class SegmentationTask(EvaluatedTask):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         warmup_epochs: float = 0.0,
-        roi_size: Sequence[int] | None = None,
+        roi_size: int | Sequence[int] | None = None,
         sw_batch_size: int = 4,
         overlap: float = 0.25,
         spacing: Sequence[float] | None = None,
@@ -76,11 +76,17 @@ class SegmentationTask(EvaluatedTask):
         ensemble = getattr(self, "ensemble", None)
         return self.eval_net if ensemble is None else ensemble
 
+    @property
+    def roi_size(self) -> list[int] | None:
+        """The sliding window per axis (a single `roi_size` is a square or cube)."""
+        roi = self.hparams.roi_size
+        return None if roi is None else [int(roi)] * self.hparams.spatial_dims if isinstance(roi, int) else [int(n) for n in roi]
+
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for whole images; sliding windows of `roi_size` when set."""
         network = self.evaluated_network()
-        if self.hparams.roi_size:
-            return sliding_window_inference(x, list(self.hparams.roi_size), self.hparams.sw_batch_size, network, overlap=self.hparams.overlap)
+        if self.roi_size:
+            return sliding_window_inference(x, self.roi_size, self.hparams.sw_batch_size, network, overlap=self.hparams.overlap)
         return network(x)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
