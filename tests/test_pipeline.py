@@ -480,6 +480,20 @@ def test_an_exported_bundle_and_torchscript_model_give_the_checkpoint_s_probabil
         assert [i.name for i in graph.graph.input] == ["image"] and [o.name for o in graph.graph.output] == ["pred"]
 
 
+def test_the_bundle_scales_intensities_with_the_source_s_own_window(tmp_path):
+    """MedMNIST images are scaled by their 8-bit range in training, not per image: the bundle
+    must do the same, or a dim image would be stretched to [0, 1]."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import write_medmnist
+    from workbench.export import preprocessing
+
+    path = write_medmnist(tmp_path / "m.npz", (28, 28))
+    dm = instantiate(compose_train(["data=medmnist", f"data.source.path={path}"], tmp_path / "run").data)
+    scaling = [step for step in preprocessing(dm, 2) if step["_target_"].startswith(("ScaleIntensity", "NormalizeIntensity"))]
+    assert scaling == [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0, "b_max": 1.0, "clip": True}]
+
+
 @pytest.mark.parametrize("probabilities, labels, area", [
     ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], [0, 0, 1, 1], 1.0),  # separated: through (0, 1)
     ([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]], [1, 1, 0, 0], 0.0),  # every positive ranked last
