@@ -4,7 +4,7 @@ k-shot), recipe and seed, every recipe beside supervised-only under the same pro
     python benchmarks/label_efficiency.py --dataset pneumoniamnist --fractions 0.01 0.1 --workers 1
     python benchmarks/label_efficiency.py --npz ../shared/data/retinamnist/retinamnist.npz --fractions 0.1
     python benchmarks/label_efficiency.py --npz ../shared/data/vesselmnist3d/vesselmnist3d.npz --fractions 0.1
-    python benchmarks/label_efficiency.py --datalist ../shared/data/msd_hippocampus/dataset.json --fractions 0.1
+    python benchmarks/label_efficiency.py --datalist ../shared/data/msd_hippocampus/dataset.json --fractions 0.1 --image-size 32
 
 The data: `--dataset` (a configs/data option), `--npz` (any MedMNIST-style file: 2D or 3D, gray
 or RGB, two or more classes; AUC is macro one-vs-rest for more than two) or `--datalist` (a
@@ -26,7 +26,8 @@ Recipes (`--recipes`): supervised (the baseline), byol+finetune (BYOL pretrainin
 training image with labels hidden, then the labeled images finetune the backbone at
 `--backbone-lr-scale`), byol+probe (a linear head on the frozen, standardised BYOL features),
 byol+fixmatch and byol+lp-ft+fixmatch (FixMatch from the BYOL backbone), and for segmentation
-mean_teacher and cps. One pretraining per seed serves every fraction and fold (the stage cache);
+byol+finetune (BYOL of the segmentation UNet's own encoder, loaded into the UNet), mean_teacher
+and cps. One pretraining per seed serves every fraction and fold (the stage cache);
 `--pretrained RUN` hands every seed an existing one.
 
 Writes `results/label_efficiency_<dataset>.json` as {"config": ..., "records": [...]}, a record
@@ -53,7 +54,7 @@ from workbench.stages import quoted_list
 
 RESULTS = Path(__file__).parent / "results"
 CLASSIFICATION_RECIPES = ["supervised", "byol+fixmatch", "byol+probe", "byol+finetune", "byol+lp-ft+fixmatch"]
-SEGMENTATION_RECIPES = ["supervised", "mean_teacher", "cps"]
+SEGMENTATION_RECIPES = ["supervised", "byol+finetune", "mean_teacher", "cps"]
 
 
 def pretrain_epochs(metrics: dict) -> int | None:
@@ -89,15 +90,11 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
     """Each recipe as pipeline overrides: the recipe config and its stages' overrides."""
     threshold = [f"task.threshold={args.threshold}"] if task == "classification" else []
     finetune_budget = budget(args.finetune_steps, args.supervised_epochs)
-    if task == "segmentation":
-        net = ["task.channels=[16,32,64]", "data.batch_size=4", *finetune_budget]
-        return {
-            "supervised": {"recipe": "supervised", "stages.finetune": ["task=segmentation", *net]},
-            "mean_teacher": {"recipe": "semi", "stages.finetune": ["task=seg_mean_teacher", *net], "stages.baseline": None},
-            "cps": {"recipe": "semi", "stages.finetune": ["task=cps", *net], "stages.baseline": None},
-        }
-    pretrain = ["ssl=byol", f"ssl.width={args.width}", *budget(args.pretrain_steps, args.pretrain_epochs), f"data.batch_size={args.pretrain_batch}",
-                f"data.pretrain_views.size={side}", f"data.label_fraction={args.pretrain_monitor_fraction or min(args.fractions or [1.0])}",
+    # BYOL of a ResNet at --width for classification; of the segmentation UNet's own encoder (the
+    # task's default channels, which the baseline keeps too) for segmentation.
+    pretrain = ["ssl=byol", f"ssl.width={args.width if task == 'classification' else 1.0}", *budget(args.pretrain_steps, args.pretrain_epochs),
+                f"data.batch_size={args.pretrain_batch}", f"data.pretrain_views.size={side}",
+                f"data.label_fraction={args.pretrain_monitor_fraction or min(args.fractions or [1.0])}",
                 *(["data.pretrain_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
                 *([f"trainer.max_time={args.pretrain_max_time}"] if args.pretrain_max_time else []),
                 *([f"trainer.check_val_every_n_epoch={args.pretrain_every}", f"callbacks.last_checkpoint.every_n_epochs={args.pretrain_every}"]
@@ -114,6 +111,14 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
     # the way the pipeline hands over its own.
     given = PretrainedBackbone.from_run_dir(Path(args.pretrained).resolve()).to_overrides() if args.pretrained else []
     byol = {"stages.pretrain": None if given else pretrain, "stages.baseline": None}
+    if task == "segmentation":
+        net = ["task=segmentation", "data.batch_size=4", *finetune_budget]
+        return {
+            "supervised": {"recipe": "supervised", "stages.finetune": net},
+            "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*net, *given, f"task.backbone_lr_scale={args.backbone_lr_scale}"]},
+            "mean_teacher": {"recipe": "semi", "stages.finetune": ["task=seg_mean_teacher", *net[1:]], "stages.baseline": None},
+            "cps": {"recipe": "semi", "stages.finetune": ["task=cps", *net[1:]], "stages.baseline": None},
+        }
     recipes = {
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},
         "byol+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given]},
@@ -165,7 +170,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--distribution-alignment", action="store_true", help="the FixMatch recipes align pseudo-labels to the labeled class prior")
     parser.add_argument("--head-norm", nargs="*", default=["byol+probe"], choices=CLASSIFICATION_RECIPES, metavar="RECIPE",
                         help="these recipes standardise the features before their linear head; `--head-norm` with no recipe turns it off")
-    parser.add_argument("--recipes", nargs="+", default=None, choices=CLASSIFICATION_RECIPES + SEGMENTATION_RECIPES[1:],
+    parser.add_argument("--recipes", nargs="+", default=None, choices=CLASSIFICATION_RECIPES + SEGMENTATION_RECIPES[2:],
                         help="default: supervised and byol+finetune (classification), supervised and cps (segmentation)")
     parser.add_argument("--members", type=int, default=1,
                         help="with --selection val, also score each recipe as an ensemble of this many finetunes (recipe '<name>+ens<K>')")
@@ -194,7 +199,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     dataset, task, data, side = data_of(args)
     available = recipes_for(args, task, side)
-    names = args.recipes or (["supervised", "byol+finetune"] if task == "classification" else ["supervised", "cps"])
+    names = args.recipes or ["supervised", "byol+finetune"]
     unknown = [n for n in names if n not in available]
     if unknown:
         raise SystemExit(f"error: --recipes {' '.join(unknown)}: not a {task} recipe; expected some of {sorted(available)}")

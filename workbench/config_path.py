@@ -44,6 +44,13 @@ def or_default(value, default):
     return default if value is None else value
 
 
+def backbone_for(task_kind: str) -> str:
+    """`${backbone_for:${task_kind}}`: what pretraining trains by default: the segmentation UNet's
+    own encoder where the downstream task segments, else a ResNet-18."""
+    return "unet_encoder" if task_kind == "segmentation" else "resnet18"
+
+
 OmegaConf.register_new_resolver("or", or_default, replace=True)
+OmegaConf.register_new_resolver("backbone_for", backbone_for, replace=True)
 # Cached like Hydra's own `now`: every use in one process names the same directory.
 OmegaConf.register_new_resolver("launch_name", launch_name, use_cache=True, replace=True)

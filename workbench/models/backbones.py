@@ -3,6 +3,8 @@
 `resnet18`/`resnet50`: torchvision's in 2D, MONAI's (same block layout) in 3D and for any
 `width` other than 1 (MONAI's `widen_factor`; torchvision's basic blocks are fixed at 64 wide).
 `densenet121`: MONAI's, 2D or 3D; `width` scales its stem and growth rate.
+`unet_encoder`: the encoder path of the segmentation task's MONAI UNet, 2D or 3D, whose
+pretrained weights the segmentation task loads (`workbench/models/unet_encoder.py`).
 `vit_tiny`/`vit_small`: torchvision's VisionTransformer (2D; patch 4 for images up to 64 px,
 else 16), whose class token is the feature.
 `width` < 1 gives a narrower network for CPU budgets: 0.5 trains about 3.5x faster at 28 px.
@@ -18,8 +20,9 @@ import torchvision
 from monai.networks import nets
 
 from workbench.errors import WorkbenchError
+from workbench.models.unet_encoder import build_unet_encoder
 
-BACKBONES = ("resnet18", "resnet50", "densenet121", "vit_tiny", "vit_small")
+BACKBONES = ("resnet18", "resnet50", "densenet121", "unet_encoder", "vit_tiny", "vit_small")
 VIT_SIZES = {"vit_tiny": (12, 3, 192), "vit_small": (12, 6, 384)}  # layers, heads, width
 
 
@@ -100,6 +103,8 @@ def build_backbone(
         if spatial_dims != 2:
             raise WorkbenchError(f"backbone '{name}' is 2D only; use resnet18/resnet50/densenet121 for volumes")
         return ViTFeatures(name, in_channels, image_size), VIT_SIZES[name][2]
+    if name == "unet_encoder":
+        return build_unet_encoder(spatial_dims, in_channels, width)
     if name == "densenet121":
         return _monai_densenet(spatial_dims, in_channels, small_input, width)
     if spatial_dims == 2 and width == 1.0:

@@ -16,15 +16,17 @@ from workbench.data.files import existing_file
 from workbench.errors import WorkbenchError, first_line
 from workbench.io import write_json_atomic, written_aside
 from workbench.models.checkpoints import refuse_pickled_objects
+from workbench.models.unet_encoder import UNET_RES_UNITS, unet_encoder_channels
 
-MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width")
+MUST_MATCH = ("backbone", "spatial_dims", "in_channels", "small_input", "width", "channels", "num_res_units")
 DEFAULTS = {"width": 1.0}  # what a backbone.json written before the key existed means
 
 
 def backbone_provenance(hparams: Any, method: str, **extra: Any) -> dict[str, Any]:
     """What backbone.json records of a module whose hyperparameters describe its backbone."""
     keys = ("backbone", "spatial_dims", "in_channels", "small_input", "image_size", "width")
-    return {"method": method, **{k: hparams[k] for k in keys}, **extra}
+    unet = {"channels": unet_encoder_channels(hparams["width"]), "num_res_units": UNET_RES_UNITS} if hparams["backbone"] == "unet_encoder" else {}
+    return {"method": method, **{k: hparams[k] for k in keys}, **unet, **extra}
 
 
 def export_backbone(backbone: nn.Module, directory: str | Path, provenance: dict[str, Any]) -> Path:
@@ -68,16 +70,20 @@ class PretrainedBackbone:
     backbone: str
     width: float
     small_input: bool
+    unet_channels: tuple[int, ...] = ()  # a unet_encoder's: the segmentation UNet it belongs to
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> PretrainedBackbone:
         run_dir = Path(run_dir)
         meta_path = existing_file(run_dir / "backbone.json", "provenance file", "backbone.json of a workbench pretrain run")
         meta = json.loads(meta_path.read_text())
-        return cls(run_dir, meta["backbone"], float(meta.get("width", DEFAULTS["width"])), bool(meta["small_input"]))
+        return cls(run_dir, meta["backbone"], float(meta.get("width", DEFAULTS["width"])), bool(meta["small_input"]), tuple(meta.get("channels", ())))
 
     def architecture_overrides(self) -> list[str]:
-        """`workbench train` overrides that build this backbone's architecture (random weights)."""
+        """`workbench train` overrides that build this backbone's architecture (random weights):
+        a classifier's backbone, or for a unet_encoder the segmentation task's UNet."""
+        if self.backbone == "unet_encoder":
+            return ["task.net=unet", f"task.channels=[{','.join(map(str, self.unet_channels))}]", f"task.num_res_units={UNET_RES_UNITS}"]
         return [f"task.backbone={self.backbone}", f"task.width={self.width}", f"task.small_input={str(self.small_input).lower()}"]
 
     def to_overrides(self) -> list[str]:

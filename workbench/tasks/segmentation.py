@@ -23,7 +23,10 @@ from torchmetrics import CatMetric, MeanMetric
 
 from workbench.evaluation.out_of_fold import per_image_dice
 from workbench.evaluation.segmentation_metrics import surface_metrics
+from workbench.errors import WorkbenchError
+from workbench.models.pretrained import load_backbone
 from workbench.models.segmentation import build_segmentation_net
+from workbench.models.unet_encoder import encoder_of
 from workbench.tasks.base import EvaluatedTask
 
 
@@ -51,10 +54,24 @@ class SegmentationTask(EvaluatedTask):
         overlap: float = 0.25,
         spacing: Sequence[float] | None = None,
         surface_tolerance: float = 1.0,
+        pretrained: str | None = None,
+        backbone_lr_scale: float | None = None,
     ) -> None:
+        """`pretrained`: a `workbench pretrain` run of `ssl.backbone=unet_encoder` (or its
+        backbone.pt), loaded into the UNet's encoder path, which then learns at lr x
+        `backbone_lr_scale` (null: at lr)."""
         super().__init__()
+        if backbone_lr_scale is not None and not (0.0 < backbone_lr_scale <= 1.0 and pretrained):
+            raise WorkbenchError(f"task.backbone_lr_scale={backbone_lr_scale}: expected a factor in (0, 1] for a pretrained "
+                                 "encoder (task.pretrained set)")
         self.save_hyperparameters()
         self.net = build_segmentation_net(net, spatial_dims, in_channels, num_classes, channels, num_res_units, dropout)
+        if pretrained:
+            if net != "unet":
+                raise WorkbenchError(f"task.pretrained with task.net={net}: a pretrained unet_encoder fits task.net=unet")
+            expected = {"backbone": "unet_encoder", "spatial_dims": spatial_dims, "in_channels": in_channels,
+                        "channels": list(channels), "num_res_units": num_res_units}
+            load_backbone(encoder_of(self.net), pretrained, expected)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.dice = nn.ModuleDict({s: CatMetric() for s in ("val", "test")})
         self.losses = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
@@ -63,6 +80,16 @@ class SegmentationTask(EvaluatedTask):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def parameter_groups(self) -> list[dict]:
+        """A pretrained encoder at lr x backbone_lr_scale, the decoder at lr (one group without)."""
+        if not self.hparams.backbone_lr_scale:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        encoder = {id(p) for p in encoder_of(self.net).parameters()}
+        return [
+            {"params": [p for p in self.net.parameters() if id(p) in encoder], "lr": self.hparams.lr * self.hparams.backbone_lr_scale},
+            {"params": [p for p in self.parameters() if id(p) not in encoder]},
+        ]
 
     @property
     def eval_net(self) -> nn.Module:
