@@ -17,21 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, open_dict
+from omegaconf import DictConfig, open_dict
 
 from workbench.errors import WorkbenchError
 from workbench.models.checkpoints import check_checkpoint_fits
 from workbench.models.ensemble import checkpoint_ensemble
 from workbench.runner import build, command_line_overrides, finish_run, hydra_entry, logged
-from workbench.runs import finished_run, save_config
-
-
-def checkpoint_paths(value: Any) -> list[str]:
-    """ckpt_path as a list: one checkpoint, or several to ensemble."""
-    paths = [str(p) for p in value] if isinstance(value, (ListConfig, list, tuple)) else [str(value)] if value else []
-    if not paths:
-        raise WorkbenchError("ckpt_path: evaluate needs the checkpoint to score (e.g. <train run>/checkpoints/last.ckpt, or a list to ensemble)")
-    return paths
+from workbench.runs import checkpoint_paths, finished_run, save_config
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

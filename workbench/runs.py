@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 from pytorch_lightning.utilities import rank_zero_only
 
 from workbench.errors import WorkbenchError, find_workbench_error, one_line
@@ -147,6 +147,14 @@ def run_command(fn: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> 
     return metrics.get(name) if name else None
 
 
+def checkpoint_paths(value: Any) -> list[str]:
+    """ckpt_path as a list: one checkpoint, or several to ensemble."""
+    paths = [str(p) for p in value] if isinstance(value, (ListConfig, list, tuple)) else [str(value)] if value else []
+    if not paths:
+        raise WorkbenchError("ckpt_path: evaluate needs the checkpoint to score (e.g. <train run>/checkpoints/last.ckpt, or a list to ensemble)")
+    return paths
+
+
 def finished_run(run_dir: str | Path) -> tuple[list[str], DictConfig]:
     """The checkpoints a finished run scores and the config they were trained or scored with
     (its task: architecture, decision threshold; its data: preprocessing): a `workbench train`
@@ -160,6 +168,5 @@ def finished_run(run_dir: str | Path) -> tuple[list[str], DictConfig]:
         return finished_run(metrics["stages"]["finetune"]["run_dir"])
     config = OmegaConf.load(run / "config.yaml")
     if "checkpoint" in metrics:  # an evaluate run: what it scored
-        scored = config.ckpt_path
-        return ([str(p) for p in scored] if OmegaConf.is_list(scored) else [str(scored)]), config
+        return checkpoint_paths(config.ckpt_path), config
     return [metrics.get("best_checkpoint") or str(run / "checkpoints" / "last.ckpt")], config
