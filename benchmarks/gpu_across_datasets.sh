@@ -32,7 +32,7 @@ declare -A SETTINGS=(
   [pneumoniamnist]="--dataset pneumoniamnist --fractions 0.01 0.1"
   [retinamnist]="--npz $DATA/retinamnist/retinamnist.npz --fractions 0.1"
   [vesselmnist3d]="--npz $DATA/vesselmnist3d/vesselmnist3d.npz --fractions 0.1"
-  [msd_hippocampus]="--datalist $DATA/msd_hippocampus/dataset.json --fractions 0.1"   # supervised and cps (the recipe above has no segmentation form yet)
+  [msd_hippocampus]="--datalist $DATA/msd_hippocampus/dataset.json --fractions 0.1 --patch-size 32 --spacing 1.0"   # BYOL of the UNet's encoder, at 1 mm
 )
 for name in "${!SETTINGS[@]}"; do
   read -r -a setting <<< "${SETTINGS[$name]}"

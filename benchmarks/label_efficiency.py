@@ -75,9 +75,11 @@ def data_of(args: argparse.Namespace) -> tuple[str, str, list[str], int]:
     if args.datalist:
         path = Path(args.datalist).resolve()
         # The test volumes are one seeded share for every seed; only the labeled draw and training vary.
-        overrides = ["dataset=datalist", f"data.source.path={path}", "data.source.split_seed=0", f"data.image_size={args.image_size}",
-                     "task_kind=segmentation"]
-        return path.parent.name, "segmentation", overrides, args.image_size
+        # Resized whole to --image-size, or at native resolution: --patch-size patches of volumes resampled to --spacing.
+        size = ([f"data.image_size={args.image_size}"] if not args.patch_size else
+                ["data.image_size=null", f"data.volume.patch_size={args.patch_size}", f"data.volume.spacing={f'[{args.spacing},{args.spacing},{args.spacing}]' if args.spacing else 'null'}"])
+        overrides = ["dataset=datalist", f"data.source.path={path}", "data.source.split_seed=0", *size, "task_kind=segmentation"]
+        return path.parent.name, "segmentation", overrides, args.patch_size or args.image_size
     return args.dataset, "classification", [f"dataset={args.dataset}"], args.image_size
 
 
@@ -138,6 +140,9 @@ def parse_args() -> argparse.Namespace:
     data.add_argument("--npz", default=None, help="a MedMNIST-style .npz (2D/3D, gray/RGB, binary/multi-class)")
     data.add_argument("--datalist", default=None, help="a Decathlon-style segmentation datalist (dataset.json)")
     parser.add_argument("--image-size", type=int, default=28, help="pixels per side (--dataset: its images'; --datalist: resized to)")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="--datalist at native resolution: patches of this side (data.volume) instead of resizing to --image-size")
+    parser.add_argument("--spacing", type=float, default=None, help="with --patch-size: resample the volumes to this voxel size (mm)")
     parser.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1])
     parser.add_argument("--k-shots", nargs="*", type=int, default=[], help="labeled images per class, beside or instead of --fractions")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
