@@ -132,6 +132,7 @@ def test_segmentation_trains_on_patches_and_is_scored_on_whole_volumes(tmp_path)
     task = instantiate(cfg.task, **dm.task_kwargs()).eval()
     assert task.roi_size == [8, 8, 8]
     assert task.infer(val["image"]).shape == (1, 2, 20, 20, 19)  # a UNet of 8^3 windows over the whole volume
+    assert dm.image_shape() == [8, 8, 8]  # the network's input grid: the patches
 
 
 @pytest.mark.parametrize("volume, dims, image_size, key", [
@@ -140,6 +141,7 @@ def test_segmentation_trains_on_patches_and_is_scored_on_whole_volumes(tmp_path)
     ({"patch_size": 16, "spacing": [1.0, 1.0]}, 3, None, "data.volume.spacing=[1.0, 1.0]"),
     ({"patch_size": 16, "patch": 3}, 3, None, "data.volume.patch"),
     ({"patch_size": 16, "patches_per_volume": 0}, 3, None, "data.volume.patches_per_volume=0"),
+    ({"patch_size": None, "spacing": [1.0, 1.0, 1.0]}, 3, None, "data.volume.spacing=[1.0, 1.0, 1.0] without data.volume.patch_size"),
 ])
 def test_bad_volume_settings_name_their_key(volume, dims, image_size, key):
     with pytest.raises(WorkbenchError, match=key.replace("[", r"\[").replace("]", r"\]")):

@@ -182,8 +182,11 @@ class MedicalDataModule(pl.LightningDataModule):
         return {"in_channels": data.in_channels, "num_classes": data.num_classes, "spatial_dims": data.spatial_dims}
 
     def image_shape(self) -> list[int]:
-        """The spatial shape of the training images as the models see them (after resizing)."""
+        """The spatial shape of the training images as the models see them (after resizing; the
+        patches' with `volume`, whose evaluation volumes differ in shape)."""
         self.load()
+        if self.volume_spec is not None:
+            return [int(self.volume_spec.patch_size)] * 3
         subset = "labeled" if self.subsets["labeled"] else "unlabeled"
         return list(self.dataset(subset, train=False)[0]["image"].shape[1:])
 
@@ -260,7 +263,7 @@ class MedicalDataModule(pl.LightningDataModule):
         from_files = bool(records) and isinstance(records[0]["image"], str)
         with unwrapped_workbench_errors():  # CacheDataset runs the transforms while it is built
             # In memory, every source keeps the chain's deterministic start (loading, checks,
-            # intensity, resizing): with on-device views that is the whole per-image work.
+            # intensity, resizing or resampling): with on-device views that is the whole per-image work.
             if self.cache == "memory":
                 return CheckedCacheDataset(records, transform, progress=False)
             if from_files and self.cache == "disk":

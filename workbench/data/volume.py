@@ -36,6 +36,9 @@ class VolumeSpec:
     def from_config(cls, volume: dict | None, spatial_dims: int, image_size: int | None) -> VolumeSpec | None:
         """The spec when `data.volume.patch_size` is set, else None; bad settings name their key."""
         if not volume or volume.get("patch_size") is None:
+            if volume and volume.get("spacing") is not None:  # task.spacing follows it: metrics would claim mm
+                raise WorkbenchError(f"data.volume.spacing={list(volume['spacing'])} without data.volume.patch_size: volumes are "
+                                     "resampled only when cut into patches; set data.volume.patch_size (e.g. 64) or data.volume.spacing=null")
             return None
         unknown = sorted(set(volume) - set(cls.__dataclass_fields__))
         if unknown:
