@@ -48,6 +48,7 @@ OOF_KEYS = ("oof/auc", "oof/acc", "oof/dice")  # cross-validation's estimate, fr
 # Each stage of a recipe and the command whose config its overrides change.
 STAGE_COMMANDS = {"pretrain": "pretrain", "synthesize": "synthesize", "finetune": "train", "baseline": "train"}
 SELECTIONS = ("val", "cv")
+TASKS = ("classification", "segmentation")
 
 
 def overrides_of(node: Any, key: str) -> list[str] | None:
@@ -149,17 +150,21 @@ def training_budget(budget: DictConfig, stage: str) -> list[str]:
 def shared_overrides(cfg: DictConfig, stage: str) -> list[str]:
     """What a stage shares with the others (data option, label budget, seed), its training
     budget, then `common`, which overrides both (e.g. a smoke test's trainer.max_epochs=1)."""
-    return [f"data={cfg.dataset}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}", f"paths.data_dir={cfg.paths.data_dir}",
-            *training_budget(cfg.budget, stage), *[str(o) for o in cfg.common]]
+    return [f"data={cfg.dataset}", f"task_kind={cfg.task_kind}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
+            f"paths.data_dir={cfg.paths.data_dir}", *training_budget(cfg.budget, stage), *[str(o) for o in cfg.common]]
 
 
 def recipe_plan(cfg: DictConfig) -> dict[str, list[str] | None]:
     """Each stage's overrides after the shared ones (None: the stage is skipped), every stage's
     config composed once before any stage runs, so a bad recipe is refused before anything is
     trained or written."""
+    if cfg.task_kind not in TASKS:
+        raise WorkbenchError(f"task_kind={cfg.task_kind!r}: expected one of {TASKS}")
     plan = {name: overrides_of(cfg.stages.get(name), name) for name in STAGE_COMMANDS}
     if plan["finetune"] is None:
         raise WorkbenchError("stages.finetune: the pipeline needs a finetune stage (a list of `workbench train` overrides, [] for the default)")
+    if cfg.task_kind == "segmentation" and not any(o.startswith("task=") for o in plan["finetune"]):
+        plan["finetune"] = ["task=segmentation", *plan["finetune"]]  # the train config's default task is a classifier
     composed = {}
     for name, overrides in plan.items():  # finetune before baseline, which follows its kind of task
         if overrides is None:

@@ -66,15 +66,19 @@ def test_an_encoder_of_another_unet_is_refused_naming_the_setting(tmp_path):
 
 
 def test_the_recommended_recipe_pretrains_and_finetunes_a_segmentation_unet(tmp_path):
-    """recipe=ssl on a segmentation dataset: pretraining picks the UNet's encoder by itself
-    (task_kind), the finetune stage loads it with the matching architecture, and the baseline
-    is the same UNet from scratch."""
-    common = ["data.source.num_train=12", "data.source.num_val=4", "data.source.num_test=4", "data.source.size=16", "task_kind=segmentation"]
-    overrides = ["dataset=phantom3d", "recipe=ssl", "selection=cv", "folds=2", "label_fraction=0.5", f"common={quoted_list(common)}",
+    """`workbench pipeline task_kind=segmentation` with the default recipe: pretraining picks the
+    UNet's encoder by itself, the finetune stage segments and loads it with the matching
+    architecture at lr x 0.1, and the baseline is the same UNet from scratch."""
+    from workbench.pipeline import recipe_plan
+
+    common = ["data.source.num_train=12", "data.source.num_val=4", "data.source.num_test=4", "data.source.size=16"]
+    overrides = ["dataset=phantom3d", "task_kind=segmentation", "selection=cv", "folds=2", "label_fraction=0.5", f"common={quoted_list(common)}",
                  "budget.pretrain_steps=2", "budget.pretrain_batch_size=4", "budget.finetune_steps=2", "budget.finetune_batch_size=2",
-                 f"stages.pretrain={quoted_list(['ssl=byol', 'ssl.width=0.5'])}",
-                 f"stages.finetune={quoted_list(['task=segmentation', 'task.backbone_lr_scale=0.1'])}", f"cache_dir={tmp_path / 'stages'}"]
-    summary = pipeline(compose_train(overrides, tmp_path / "run", config_name="pipeline"))
+                 f"stages.pretrain={quoted_list(['ssl=byol', 'ssl.width=0.5'])}", f"cache_dir={tmp_path / 'stages'}"]
+    cfg = compose_train(overrides, tmp_path / "run", config_name="pipeline")
+    plan = recipe_plan(cfg)
+    assert plan["finetune"] == ["task=segmentation", "task.backbone_lr_scale=0.1"] and plan["baseline"] == ["task=segmentation"]
+    summary = pipeline(cfg)
     pretrain_dir = Path(summary["stages"]["pretrain"]["run_dir"])
     assert json.loads((pretrain_dir / "backbone.json").read_text())["backbone"] == "unet_encoder"
     finetuned = yaml.safe_load((Path(summary["stages"]["finetune"]["run_dir"]) / "config.yaml").read_text())
@@ -84,3 +88,10 @@ def test_the_recommended_recipe_pretrains_and_finetunes_a_segmentation_unet(tmp_
     baseline_fold = yaml.safe_load((Path(baseline["ckpt_path"][0]).parents[1] / "config.yaml").read_text())
     assert baseline_fold["task"]["pretrained"] is None and baseline_fold["task"]["channels"] == [8, 16, 32, 64]
     assert 0.0 <= summary["test/dice"] <= 1.0 and "baseline/test/dice" in summary
+
+
+def test_an_unknown_pipeline_task_is_refused():
+    from workbench.pipeline import recipe_plan
+
+    with pytest.raises(WorkbenchError, match="task_kind='detection': expected one of"):
+        recipe_plan(compose_train(["task_kind=detection"], Path("/tmp/unused"), config_name="pipeline"))
