@@ -102,7 +102,7 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
                 *([f"trainer.check_val_every_n_epoch={args.pretrain_every}", f"callbacks.last_checkpoint.every_n_epochs={args.pretrain_every}"]
                   if args.pretrain_every > 1 else [])]
     supervised = [f"task.width={args.width}", *threshold, "data.batch_size=16", *finetune_budget]
-    semi = ["task=fixmatch", *threshold, f"task.backbone_lr_scale={args.backbone_lr_scale}", "data.batch_size=16",
+    semi = ["task=fixmatch", *threshold, f"task.backbone_lr_scale={args.backbone_lr_scale or 0.1}", "data.batch_size=16",
             f"data.unlabeled_ratio={args.mu}", f"task.ema_decay={args.ema_decay or 'null'}",
             *(["task.distribution_alignment=true"] if args.distribution_alignment else []),
             *(["data.unlabeled_views.on_device=true", "data.cache=memory"] if args.on_device_views else []),
@@ -117,7 +117,7 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
         net = ["task=segmentation", "data.batch_size=4", *finetune_budget]
         return {
             "supervised": {"recipe": "supervised", "stages.finetune": net},
-            "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*net, *given, f"task.backbone_lr_scale={args.backbone_lr_scale}"]},
+            "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*net, *given, f"task.backbone_lr_scale={args.backbone_lr_scale or 1.0}"]},
             "mean_teacher": {"recipe": "semi", "stages.finetune": ["task=seg_mean_teacher", *net[1:]], "stages.baseline": None},
             "cps": {"recipe": "semi", "stages.finetune": ["task=cps", *net[1:]], "stages.baseline": None},
         }
@@ -125,7 +125,7 @@ def recipes_for(args: argparse.Namespace, task: str, side: int) -> dict[str, dic
         "supervised": {"recipe": "supervised", "stages.finetune": supervised},
         "byol+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given]},
         "byol+probe": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, "task.freeze_backbone=true"]},
-        "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, f"task.backbone_lr_scale={args.backbone_lr_scale}"]},
+        "byol+finetune": {"recipe": "ssl", **byol, "stages.finetune": [*supervised, *given, f"task.backbone_lr_scale={args.backbone_lr_scale or 0.1}"]},
         "byol+lp-ft+fixmatch": {"recipe": "semi", **byol, "stages.finetune": [*semi, *given, f"task.head_only_epochs={args.head_only_epochs}"]},
     }
     for name in set(args.head_norm) & set(recipes):
@@ -167,8 +167,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--on-device-views", action="store_true",
                         help="BYOL's and FixMatch's views drawn per batch on the training device, the images cached in memory")
     parser.add_argument("--mu", type=int, default=2, help="FixMatch's unlabeled images per labeled one in a batch (data.unlabeled_ratio; the paper's 7)")
-    parser.add_argument("--backbone-lr-scale", type=float, default=0.1,
-                        help="the pretrained backbone's learning rate as a fraction of the head's in the finetuning recipes")
+    parser.add_argument("--backbone-lr-scale", type=float, default=None,
+                        help="the pretrained backbone's learning rate as a fraction of the head's in the finetuning recipes "
+                             "(default: the recipe's, 0.1 for classifiers and 1.0 for a segmentation UNet's encoder)")
     parser.add_argument("--head-only-epochs", type=int, default=5,
                         help="recipe byol+lp-ft+fixmatch (LP-FT): FixMatch trains the head alone this many epochs before the backbone joins")
     parser.add_argument("--ema-decay", type=float, default=None, help="the FixMatch recipes validate, test and export an EMA of their weights")

@@ -68,7 +68,7 @@ def test_an_encoder_of_another_unet_is_refused_naming_the_setting(tmp_path):
 def test_the_recommended_recipe_pretrains_and_finetunes_a_segmentation_unet(tmp_path):
     """`workbench pipeline task_kind=segmentation` with the default recipe: pretraining picks the
     UNet's encoder by itself, the finetune stage segments and loads it with the matching
-    architecture at lr x 0.1, and the baseline is the same UNet from scratch."""
+    architecture at the full rate, and the baseline is the same UNet from scratch."""
     from workbench.pipeline import recipe_plan
 
     common = ["data.source.num_train=12", "data.source.num_val=4", "data.source.num_test=4", "data.source.size=16"]
@@ -77,7 +77,7 @@ def test_the_recommended_recipe_pretrains_and_finetunes_a_segmentation_unet(tmp_
                  f"stages.pretrain={quoted_list(['ssl=byol', 'ssl.width=0.5'])}", f"cache_dir={tmp_path / 'stages'}"]
     cfg = compose_train(overrides, tmp_path / "run", config_name="pipeline")
     plan = recipe_plan(cfg)
-    assert plan["finetune"] == ["task=segmentation", "task.backbone_lr_scale=0.1"] and plan["baseline"] == ["task=segmentation"]
+    assert plan["finetune"] == ["task=segmentation", "task.backbone_lr_scale=1.0"] and plan["baseline"] == ["task=segmentation"]
     summary = pipeline(cfg)
     pretrain_dir = Path(summary["stages"]["pretrain"]["run_dir"])
     assert json.loads((pretrain_dir / "backbone.json").read_text())["backbone"] == "unet_encoder"
@@ -90,8 +90,11 @@ def test_the_recommended_recipe_pretrains_and_finetunes_a_segmentation_unet(tmp_
     assert 0.0 <= summary["test/dice"] <= 1.0 and "baseline/test/dice" in summary
 
 
-def test_an_unknown_pipeline_task_is_refused():
+def test_the_default_recipe_slows_a_classifier_s_backbone_but_not_a_unet_s_encoder_and_refuses_unknown_tasks():
     from workbench.pipeline import recipe_plan
 
+    assert recipe_plan(compose_train([], Path("/tmp/unused"), config_name="pipeline"))["finetune"] == ["task.backbone_lr_scale=0.1"]
+    segmentation = recipe_plan(compose_train(["task_kind=segmentation", "dataset=phantom3d"], Path("/tmp/unused"), config_name="pipeline"))
+    assert segmentation["finetune"] == ["task=segmentation", "task.backbone_lr_scale=1.0"]
     with pytest.raises(WorkbenchError, match="task_kind='detection': expected one of"):
         recipe_plan(compose_train(["task_kind=detection"], Path("/tmp/unused"), config_name="pipeline"))
