@@ -408,6 +408,10 @@ def test_a_segmentation_recipe_s_baseline_is_a_segmentation_network():
     assert recipe_plan(cfg)["baseline"] == ["task=segmentation"]
     cfg = compose_train(["recipe=semi"], Path("/tmp/unused"), config_name="pipeline")  # FixMatch: a classifier's baseline
     assert recipe_plan(cfg)["baseline"] == []
+    # Without task_kind the stages keep their own: cps's stage segments, and so does its baseline.
+    cfg = compose_train(["recipe=semi", "dataset=phantom3d", f"stages.finetune={quoted_list(['task=cps'])}"], Path("/tmp/unused"),
+                        config_name="pipeline")
+    assert recipe_plan(cfg)["baseline"] == ["task=segmentation"]
 
 
 def test_the_training_budget_is_in_steps_for_every_stage_and_common_still_overrides_it():

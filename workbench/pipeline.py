@@ -150,7 +150,10 @@ def training_budget(budget: DictConfig, stage: str) -> list[str]:
 def shared_overrides(cfg: DictConfig, stage: str) -> list[str]:
     """What a stage shares with the others (data option, label budget, seed), its training
     budget, then `common`, which overrides both (e.g. a smoke test's trainer.max_epochs=1)."""
-    return [f"data={cfg.dataset}", f"task_kind={cfg.task_kind}", f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
+    # Only segmentation is handed down: under classification each stage keeps its own, so a
+    # segmentation method named in stages.finetune (task=cps) still sets its stage's task_kind.
+    kind = [f"task_kind={cfg.task_kind}"] if cfg.task_kind == "segmentation" else []
+    return [f"data={cfg.dataset}", *kind, f"data.label_fraction={cfg.label_fraction}", f"seed={cfg.seed}",
             f"paths.data_dir={cfg.paths.data_dir}", *training_budget(cfg.budget, stage), *[str(o) for o in cfg.common]]
 
 
