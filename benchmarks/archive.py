@@ -11,10 +11,12 @@ different sizes and spacings. The pretraining data are its 2D images: the DICOM 
 volumes' non-empty axial slices (`data.source.slices=axial`). Measures, in this order:
 - `scan_files_per_second`: a cold scan (every header read, in worker processes) of every file;
 - `indexed_rescan_seconds`: the same scan again, from the scan index;
-- `epoch1_seconds`, `epoch2_seconds`: one pass of `workbench pretrain`'s training loader (BYOL's
-  two views per image) with `data.cache=disk`, cold then cached, and their ratio;
-- `loader_images_per_second` (the cached epoch) against `model_images_per_second` (BYOL training
-  steps on cached batches, `--width`, this machine's CPU or `--device`);
+- `epoch1_seconds`, `epoch2_seconds`: one pass of `workbench pretrain`'s training loader with
+  `data.cache=disk` and the views drawn per batch on the device (`on_device`, so the loader
+  delivers the cached images), cold then cached, one loader for both, and their ratio;
+- `loader_images_per_second` (the cached epoch) against `model_images_per_second` (on-device
+  views and a BYOL training step on cached batches, `--width`, this CPU or `--device`), and
+  `loader_images_per_second_views_in_workers` (the CPU default: the workers draw the views);
 - `peak_rss_gb`: the peak resident memory of this process and its loader workers.
 Writes `results/archive.json` (or `--out`) and prints a table.
 """
@@ -79,6 +81,19 @@ def generate(root: Path, dicom: int, series_length: int, nifti: int, side: int, 
     return sum(1 for p in root.rglob("*") if p.is_file())
 
 
+def loader_rate_with_views_in_workers(cfg, batches: int) -> float:
+    """Images/s of the loader when the workers also draw the views (on_device=false, the CPU
+    default), from the disk cache the epochs above filled; over `batches` batches."""
+    datamodule = instantiate(cfg.data, output_dir=None)
+    datamodule.setup()
+    loader = iter(datamodule.train_dataloader())
+    next(loader)  # workers started
+    started, count = time.perf_counter(), 0
+    for _, batch in zip(range(batches), loader):
+        count += len(batch["views"][0])
+    return count / (time.perf_counter() - started)
+
+
 def peak_rss_gb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -116,30 +131,35 @@ def main() -> None:
         indexed = time.perf_counter() - started
         assert rescan.header_reads == 0, "the rescan read headers: the index was not reused"
 
+        # The disk cache keeps each image's deterministic work (read, intensity, resize); the
+        # random views are drawn per batch on the training device (on_device), as on a GPU.
         overrides = ["data=archive", f"data.source.root={root}", "data.source.slices=axial", f"data.source.index_dir={index}",
                      f"data.image_size={args.image_size}", f"data.pretrain_views.size={args.image_size}", f"data.batch_size={args.batch}",
                      f"data.num_workers={args.workers}", "data.cache=disk", f"data.cache_dir={Path(tmp) / 'cache'}", "ssl=byol",
-                     f"ssl.width={args.width}"]
+                     f"ssl.width={args.width}", "data.pretrain_views.on_device=true"]
         cfg = compose_stage("pretrain", overrides)
         datamodule = instantiate(cfg.data, output_dir=None)
         datamodule.setup()
         images = len(datamodule.subsets["pretrain"])
-        epochs = []
+        epochs, loader = [], datamodule.train_dataloader()  # one loader, its workers kept between epochs, as in training
         for _ in range(2):
             started = time.perf_counter()
-            batches = [batch for batch in datamodule.train_dataloader()]
+            batches = [batch["image"] for batch in loader]
             epochs.append(time.perf_counter() - started)
+        views_in_workers = loader_rate_with_views_in_workers(compose_stage("pretrain", [*overrides[:-1], "data.pretrain_views.on_device=false"]),
+                                                             args.model_steps)
 
         from workbench.runner import build_model
 
         _, model = build_model(cfg, "ssl", output_dir=None)
         model.to(args.device).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        views = datamodule.pretrain_views
+        generator = views.generator(torch.device(args.device), 0, 0, 0)
         steps = batches[: args.model_steps]
         started = time.perf_counter()
-        for i, batch in enumerate(steps):
-            batch = model.transfer_batch_to_device(batch, torch.device(args.device), 0)
-            loss = model.training_step(batch, i)
+        for i, images_ in enumerate(steps):  # what the model consumes: on-device views, then a BYOL step
+            loss = model.training_step({"views": views(images_.to(args.device), generator)}, i)
             loss = loss["loss"] if isinstance(loss, dict) else loss
             optimizer.zero_grad()
             loss.backward()
@@ -158,7 +178,8 @@ def main() -> None:
         "epoch2_seconds": round(epochs[1], 2),
         "epoch2_over_epoch1_speedup": round(epochs[0] / epochs[1], 2),
         "loader_images_per_second": round(images / epochs[1], 1),
-        "model_images_per_second": round(sum(len(b["views"][0]) if "views" in b else args.batch for b in steps) / model_seconds, 1),
+        "loader_images_per_second_views_in_workers": round(views_in_workers, 1),
+        "model_images_per_second": round(sum(len(b) for b in steps) / model_seconds, 1),
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "config": vars(args),
     }

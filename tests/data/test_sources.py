@@ -283,3 +283,24 @@ def test_headers_read_in_worker_processes_match_those_read_here(tmp_path, monkey
     here = ArchiveSource(str(tmp_path), on_bad_file="skip").scan()
     monkeypatch.setattr(scan_index, "PARALLEL_FROM", 2)
     assert ArchiveSource(str(tmp_path), on_bad_file="skip", header_workers=3).scan() == here
+
+
+@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "ImplicitVRLittleEndian", "ExplicitVRBigEndian"])
+def test_header_facts_read_from_stored_bytes_equal_pydicoms_values(tmp_path, syntax):
+    """The scan reads Rows, Columns, frames, series UID and position from the stored bytes; they
+    equal pydicom's converted values whatever the byte order and VR encoding, on an oblique slice."""
+    import pydicom
+    import pydicom.uid
+
+    from workbench.data.archive import read_header
+
+    path = write_dicom(tmp_path / "slice.dcm", np.zeros((3, 7, 5)), series_uid="1.2.840.99")
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [10.5, -3.25, 42.0], [0.0, 1.0, 0.0, 0.6, 0.0, -0.8]
+    ds.file_meta.TransferSyntaxUID = getattr(pydicom.uid, syntax)
+    del ds.PixelData  # headers only: big endian would need the pixels byte-swapped
+    pydicom.dcmwrite(path, ds, implicit_vr=syntax.startswith("Implicit"), little_endian=not syntax.endswith("BigEndian"), force_encoding=True)
+    shape, facts = read_header(path)
+    normal = np.cross([0.0, 1.0, 0.0], [0.6, 0.0, -0.8])
+    assert shape == (7, 5, 3) and facts["series"] == "1.2.840.99" and facts["frames"] == 3
+    assert facts["position"] == pytest.approx(float(normal @ [10.5, -3.25, 42.0]))

@@ -37,14 +37,47 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+# Header elements are read from their stored bytes: pydicom's value conversion costs more
+# than reading the file at scan time. An element pydicom already converted is used as it is.
+def raw_element(ds, tag: int):
+    element = ds.get_item(tag)
+    return None if element is None or element.value in (None, b"", "") else element
+
+
+def raw_text(ds, tag: int) -> str | None:
+    """A text element's value (UI, DS, IS: backslash-separated values), or None when absent."""
+    element = raw_element(ds, tag)
+    if element is None:
+        return None
+    if isinstance(element.value, bytes):
+        return element.value.decode("ascii", "replace").strip(" \0")
+    value = ds[tag].value
+    return str(value) if isinstance(value, (str, int, float)) else "\\".join(str(v) for v in value)
+
+
+def raw_numbers(ds, tag: int) -> list[float] | None:
+    text = raw_text(ds, tag)
+    return [float(v) for v in text.split("\\")] if text else None
+
+
+def raw_unsigned(ds, tag: int) -> int | None:
+    """A US element (Rows, Columns): two bytes in the dataset's byte order (any VR encoding)."""
+    element = raw_element(ds, tag)
+    if element is None:
+        return None
+    if isinstance(element.value, bytes):
+        return int.from_bytes(element.value[:2], "little" if element.is_little_endian else "big")
+    return int(ds[tag].value)
+
+
 def slice_position(ds) -> float:
     """Where a DICOM slice lies along its series' slice normal (or its InstanceNumber)."""
-    if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-        import numpy as np
-
-        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
-        return float(np.dot(np.cross(orientation[:3], orientation[3:]), np.asarray(ds.ImagePositionPatient, dtype=float)))
-    return float(ds.get("InstanceNumber", 0) or 0)
+    position, orientation = raw_numbers(ds, 0x00200032), raw_numbers(ds, 0x00200037)
+    if position and orientation and len(position) == 3 and len(orientation) == 6:
+        (a, b, c), (d, e, f) = orientation[:3], orientation[3:]
+        normal = (b * f - c * e, c * d - a * f, a * e - b * d)
+        return sum(n * p for n, p in zip(normal, position))
+    return (raw_numbers(ds, 0x00200013) or [0.0])[0]
 
 
 def read_header(path: Path) -> tuple[tuple[int, ...], dict | None]:
@@ -56,11 +89,12 @@ def read_header(path: Path) -> tuple[tuple[int, ...], dict | None]:
             import pydicom
 
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if "Rows" not in ds or "Columns" not in ds:
+            rows, columns = raw_unsigned(ds, 0x00280010), raw_unsigned(ds, 0x00280011)
+            if rows is None or columns is None:
                 raise ValueError("no image rows/columns")
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            shape = (int(ds.Rows), int(ds.Columns), *((frames,) if frames > 1 else ()))
-            return shape, {"series": str(ds.get("SeriesInstanceUID", path.parent)), "position": slice_position(ds), "frames": frames}
+            frames = int((raw_numbers(ds, 0x00280008) or [1])[0])
+            shape = (rows, columns, *((frames,) if frames > 1 else ()))
+            return shape, {"series": raw_text(ds, 0x0020000E) or str(path.parent), "position": slice_position(ds), "frames": frames}
         if suffix in (".nii", ".nii.gz"):
             import nibabel
 
