@@ -177,7 +177,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--head-norm", nargs="*", default=["byol+probe"], choices=CLASSIFICATION_RECIPES, metavar="RECIPE",
                         help="these recipes standardise the features before their linear head; `--head-norm` with no recipe turns it off")
     parser.add_argument("--recipes", nargs="+", default=None, choices=CLASSIFICATION_RECIPES + SEGMENTATION_RECIPES[2:],
-                        help="default: supervised and byol+finetune (classification), supervised and cps (segmentation)")
+                        help="default: supervised and byol+finetune (the recommended recipe, for either task)")
     parser.add_argument("--members", type=int, default=1,
                         help="with --selection val, also score each recipe as an ensemble of this many finetunes (recipe '<name>+ens<K>')")
     parser.add_argument("--pretrained", default=None, help="a `workbench pretrain` run that the byol recipes finetune from (every seed shares it)")

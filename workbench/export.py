@@ -72,9 +72,10 @@ def preprocessing(datamodule: MedicalDataModule, spatial_dims: int) -> list[dict
         # resampling (data.volume) reads the file's affine, which only a MetaTensor keeps
         {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32", "track_meta": bool(volume and volume.needs_metadata)},
     ]
-    window = datamodule.intensity_range or datamodule.load().extra.get("intensity_range")
+    data = datamodule.load()
+    window = datamodule.intensity_range or data.extra.get("intensity_range")
     scaling = intensity_steps(datamodule.intensity_mode, window, datamodule.intensity_percentiles)
-    resizing = volume.steps(["image"], "whole" if datamodule.load().task == "segmentation" else "centre") if volume else (
+    resizing = volume.steps(["image"], "whole" if data.task == "segmentation" else "centre") if volume else (
         [("Resized", {"spatial_size": [int(datamodule.image_size)] * spatial_dims, "mode": "area"})] if datamodule.image_size else [])
     steps += [{"_target_": name, "keys": "image", **kwargs} for name, kwargs in [*scaling, *resizing]]
     if volume:

@@ -53,6 +53,9 @@ def test_pretrained_encoder_weights_load_into_the_segmentation_unet(tmp_path):
     assert encoder_group["lr"] == pytest.approx(0.1 * task.hparams.lr) and "lr" not in rest
     assert len(encoder_group["params"]) == len(list(model.backbone.parameters()))
     assert len(encoder_group["params"]) + len(rest["params"]) == len(list(task.parameters()))
+    full_rate = SegmentationTask(in_channels=1, num_classes=3, spatial_dims=3, channels=[8, 16, 32, 64], pretrained=str(tmp_path),
+                                 backbone_lr_scale=1.0).parameter_groups()
+    assert len(full_rate) == 1 and "lr" not in full_rate[0]  # the recipe's segmentation default: one group at lr
 
 
 def test_an_encoder_of_another_unet_is_refused_naming_the_setting(tmp_path):
@@ -98,3 +101,14 @@ def test_the_default_recipe_slows_a_classifier_s_backbone_but_not_a_unet_s_encod
     assert segmentation["finetune"] == ["task=segmentation", "task.backbone_lr_scale=1.0"]
     with pytest.raises(WorkbenchError, match="task_kind='detection': expected one of"):
         recipe_plan(compose_train(["task_kind=detection"], Path("/tmp/unused"), config_name="pipeline"))
+
+
+def test_the_next_stage_builds_the_unet_its_encoder_was_recorded_with(tmp_path):
+    """The finetune stage's overrides come from backbone.json: channels and residual units."""
+    from workbench.models.pretrained import PretrainedBackbone
+
+    BYOL(in_channels=1, spatial_dims=3, backbone="unet_encoder", width=0.5, image_size=16).export(tmp_path)
+    meta = json.loads((tmp_path / "backbone.json").read_text())
+    (tmp_path / "backbone.json").write_text(json.dumps({**meta, "num_res_units": 3}))
+    overrides = PretrainedBackbone.from_run_dir(tmp_path).architecture_overrides()
+    assert overrides == ["task.net=unet", "task.channels=[8,16,32,64]", "task.num_res_units=3"]

@@ -71,19 +71,21 @@ class PretrainedBackbone:
     width: float
     small_input: bool
     unet_channels: tuple[int, ...] = ()  # a unet_encoder's: the segmentation UNet it belongs to
+    unet_res_units: int = UNET_RES_UNITS
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> PretrainedBackbone:
         run_dir = Path(run_dir)
         meta_path = existing_file(run_dir / "backbone.json", "provenance file", "backbone.json of a workbench pretrain run")
         meta = json.loads(meta_path.read_text())
-        return cls(run_dir, meta["backbone"], float(meta.get("width", DEFAULTS["width"])), bool(meta["small_input"]), tuple(meta.get("channels", ())))
+        return cls(run_dir, meta["backbone"], float(meta.get("width", DEFAULTS["width"])), bool(meta["small_input"]),
+                   tuple(meta.get("channels", ())), int(meta.get("num_res_units", UNET_RES_UNITS)))
 
     def architecture_overrides(self) -> list[str]:
         """`workbench train` overrides that build this backbone's architecture (random weights):
         a classifier's backbone, or for a unet_encoder the segmentation task's UNet."""
         if self.backbone == "unet_encoder":
-            return ["task.net=unet", f"task.channels=[{','.join(map(str, self.unet_channels))}]", f"task.num_res_units={UNET_RES_UNITS}"]
+            return ["task.net=unet", f"task.channels=[{','.join(map(str, self.unet_channels))}]", f"task.num_res_units={self.unet_res_units}"]
         return [f"task.backbone={self.backbone}", f"task.width={self.width}", f"task.small_input={str(self.small_input).lower()}"]
 
     def to_overrides(self) -> list[str]:

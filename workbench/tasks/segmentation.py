@@ -82,8 +82,9 @@ class SegmentationTask(EvaluatedTask):
         return self.net(x)
 
     def parameter_groups(self) -> list[dict]:
-        """A pretrained encoder at lr x backbone_lr_scale, the decoder at lr (one group without)."""
-        if not self.hparams.backbone_lr_scale:
+        """A pretrained encoder at lr x backbone_lr_scale, the decoder at lr (one group without,
+        or at a scale of 1)."""
+        if self.hparams.backbone_lr_scale in (None, 1.0):
             return [{"params": [p for p in self.parameters() if p.requires_grad]}]
         encoder = {id(p) for p in encoder_of(self.net).parameters()}
         return [
