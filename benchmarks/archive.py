@@ -136,8 +136,8 @@ def main() -> None:
         overrides = ["data=archive", f"data.source.root={root}", "data.source.slices=axial", f"data.source.index_dir={index}",
                      f"data.image_size={args.image_size}", f"data.pretrain_views.size={args.image_size}", f"data.batch_size={args.batch}",
                      f"data.num_workers={args.workers}", "data.cache=disk", f"data.cache_dir={Path(tmp) / 'cache'}", "ssl=byol",
-                     f"ssl.width={args.width}", "data.pretrain_views.on_device=true"]
-        cfg = compose_stage("pretrain", overrides)
+                     f"ssl.width={args.width}"]
+        cfg = compose_stage("pretrain", [*overrides, "data.pretrain_views.on_device=true"])
         datamodule = instantiate(cfg.data, output_dir=None)
         datamodule.setup()
         images = len(datamodule.subsets["pretrain"])
@@ -146,7 +146,7 @@ def main() -> None:
             started = time.perf_counter()
             batches = [batch["image"] for batch in loader]
             epochs.append(time.perf_counter() - started)
-        views_in_workers = loader_rate_with_views_in_workers(compose_stage("pretrain", [*overrides[:-1], "data.pretrain_views.on_device=false"]),
+        views_in_workers = loader_rate_with_views_in_workers(compose_stage("pretrain", [*overrides, "data.pretrain_views.on_device=false"]),
                                                              args.model_steps)
 
         from workbench.runner import build_model

@@ -38,21 +38,18 @@ def _suffix(path: Path) -> str:
 
 
 # Header elements are read from their stored bytes: pydicom's value conversion costs more
-# than reading the file at scan time. An element pydicom already converted is used as it is.
+# than reading the file at scan time. A freshly read dataset holds every element raw (pydicom
+# converts a value only when it is first accessed).
 def raw_element(ds, tag: int):
+    """The element as stored, or None when absent or empty."""
     element = ds.get_item(tag)
-    return None if element is None or element.value in (None, b"", "") else element
+    return None if element is None or not element.value else element
 
 
 def raw_text(ds, tag: int) -> str | None:
     """A text element's value (UI, DS, IS: backslash-separated values), or None when absent."""
     element = raw_element(ds, tag)
-    if element is None:
-        return None
-    if isinstance(element.value, bytes):
-        return element.value.decode("ascii", "replace").strip(" \0")
-    value = ds[tag].value
-    return str(value) if isinstance(value, (str, int, float)) else "\\".join(str(v) for v in value)
+    return None if element is None else element.value.decode("ascii", "replace").strip(" \0")
 
 
 def raw_numbers(ds, tag: int) -> list[float] | None:
@@ -63,11 +60,7 @@ def raw_numbers(ds, tag: int) -> list[float] | None:
 def raw_unsigned(ds, tag: int) -> int | None:
     """A US element (Rows, Columns): two bytes in the dataset's byte order (any VR encoding)."""
     element = raw_element(ds, tag)
-    if element is None:
-        return None
-    if isinstance(element.value, bytes):
-        return int.from_bytes(element.value[:2], "little" if element.is_little_endian else "big")
-    return int(ds[tag].value)
+    return None if element is None else int.from_bytes(element.value[:2], "little" if element.is_little_endian else "big")
 
 
 def slice_position(ds) -> float:
